@@ -1,0 +1,321 @@
+//! The command line: argument definitions (clap) and the commands they run.
+
+mod diagnostics;
+mod select;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::frontend::bindings::{KeyValue, Platform};
+use crate::frontend::{CallContext, EmptyImages, Input, Limits, Runtime, embedded};
+use crate::graph;
+
+/// Build container images from build files whose language is a WebAssembly component.
+#[derive(Parser, Debug)]
+#[command(name = "wbuild", version)]
+pub struct Cli {
+    /// Where wbuild keeps its store and caches [default: /var/lib/wbuild as root,
+    /// $XDG_DATA_HOME/wbuild otherwise]
+    #[arg(long, global = true, env = "WBUILD_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub build: BuildOpts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an image (the default command: `wbuild .` is `wbuild build .`)
+    Build(BuildOpts),
+    /// Print the stage graph a build would run, pruned to the target, without running it
+    Plan(PlanOpts),
+    /// List the frontends built into wbuild and those compiled in the cache
+    Frontends,
+    /// Tools for checking frontends and parsers
+    #[command(subcommand)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DebugCommand {
+    /// Print a Dockerfile's parse tree in BuildKit's dump format
+    Ast {
+        /// The Dockerfile
+        file: PathBuf,
+    },
+}
+
+/// What selects and feeds the frontend; shared by `build` and `plan`.
+#[derive(Args, Debug, Clone)]
+pub struct BuildOpts {
+    /// Frontend component (a .wasm file) or the name of an embedded one (`dockerfile`)
+    #[arg(long, value_name = "FILE.wasm")]
+    pub frontend: Option<String>,
+
+    /// The build file [default: CONTEXT/Dockerfile]; `-` reads it from stdin
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Set a build argument; `KEY` alone takes the value from the environment
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+
+    /// The stage to build [default: the last one]
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Target platform, e.g. linux/amd64 [default: this machine's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+
+    /// Name the result (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+
+    /// The build context directory
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanOpts {
+    #[command(flatten)]
+    pub build: BuildOpts,
+
+    /// Output format
+    #[arg(long, value_enum, default_value_t = PlanFormat::Json)]
+    pub format: PlanFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum PlanFormat {
+    Json,
+    Dot,
+}
+
+/// An error whose message is already fully rendered for the user (diagnostics).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);
+
+/// Run the command line; the returned error is printed by `main`.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    match cli.command {
+        None => build(&root, &cli.build),
+        Some(Command::Build(opts)) => build(&root, &opts),
+        Some(Command::Plan(opts)) => plan(&root, &opts),
+        Some(Command::Frontends) => frontends(&root),
+        Some(Command::Debug(DebugCommand::Ast { file })) => debug_ast(&file),
+    }
+}
+
+/// `/var/lib/wbuild` for root, `$XDG_DATA_HOME/wbuild` (or `~/.local/share/wbuild`) otherwise.
+pub fn default_root() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/wbuild");
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("wbuild");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".local/share/wbuild")
+}
+
+fn runtime(root: &Path) -> anyhow::Result<Runtime> {
+    Runtime::new(Some(root.join("cache/frontends")), Limits::default())
+}
+
+/// The platform of this machine, as OCI names it.
+pub fn host_platform() -> Platform {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "arm" => "arm",
+        other => other,
+    };
+    Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: (arch == "arm64").then(|| "v8".into()),
+    }
+}
+
+fn parse_platform(s: &str) -> anyhow::Result<Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: parts.get(2).map(|v| v.to_string()),
+        }),
+        _ => bail!("--platform {s:?}: expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64"),
+    }
+}
+
+fn parse_build_args(args: &[String]) -> anyhow::Result<Vec<KeyValue>> {
+    let mut out: Vec<KeyValue> = Vec::new();
+    for a in args {
+        let (key, value) = match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(a) {
+                Ok(v) => (a.clone(), v),
+                // Docker ignores `--build-arg KEY` when KEY is not in the environment.
+                Err(_) => continue,
+            },
+        };
+        if key.is_empty() {
+            bail!("--build-arg {a:?}: the name is empty; use --build-arg KEY=VALUE");
+        }
+        out.retain(|kv| kv.key != key);
+        out.push(KeyValue { key, value });
+    }
+    Ok(out)
+}
+
+/// The build file's name (for messages) and text.
+fn read_build_file(opts: &BuildOpts) -> anyhow::Result<(PathBuf, String)> {
+    let path = opts
+        .file
+        .clone()
+        .unwrap_or_else(|| opts.context.join("Dockerfile"));
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the build file from stdin")?;
+        return Ok((path, s));
+    }
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the build file {}; name it with -f FILE",
+            path.display()
+        )
+    })?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{}: the build file is not UTF-8 text", path.display()))?;
+    Ok((path, text))
+}
+
+/// A translated, validated graph and what produced it.
+struct Planned {
+    file_name: String,
+    frontend: String,
+    translation: crate::frontend::Translation,
+}
+
+fn translate(root: &Path, opts: &BuildOpts) -> anyhow::Result<Planned> {
+    let (path, source) = read_build_file(opts)?;
+    let rt = runtime(root)?;
+    let choice = select::choose(opts.frontend.as_deref(), &path, &source)?;
+    let fe = match &choice {
+        select::Choice::Embedded(e) => rt.load_bytes(e.name, e.bytes)?,
+        select::Choice::File(p) => rt.load_file(p)?,
+    };
+    let target_platform = match &opts.platform {
+        Some(p) => parse_platform(p)?,
+        None => host_platform(),
+    };
+    let file_name = path.display().to_string();
+    let input = Input {
+        file_name: file_name.clone(),
+        source: source.clone(),
+        build_args: parse_build_args(&opts.build_args)?,
+        target: opts.target.clone(),
+        target_platform,
+        build_platform: host_platform(),
+    };
+    let cx = CallContext {
+        images: Arc::new(EmptyImages),
+        context_dir: Some(opts.context.clone()),
+    };
+    let translation = match rt.translate(&fe, &input, &cx)? {
+        Ok(t) => t,
+        Err(diags) => return Err(Reported(diagnostics::render(&diags, &source, false)).into()),
+    };
+    graph::validate(&translation.graph)
+        .with_context(|| format!("frontend {} returned an invalid stage graph", fe.label))?;
+    if !translation.warnings.is_empty() {
+        eprint!("{}", diagnostics::render(&translation.warnings, &source, true));
+    }
+    Ok(Planned {
+        file_name,
+        frontend: format!("{} ({})", fe.label, fe.digest),
+        translation,
+    })
+}
+
+fn plan(root: &Path, opts: &PlanOpts) -> anyhow::Result<()> {
+    let planned = translate(root, &opts.build)?;
+    let plan = graph::Plan::new(
+        &planned.file_name,
+        &planned.frontend,
+        &planned.translation.graph,
+        &planned.translation.warnings,
+    );
+    match opts.format {
+        PlanFormat::Json => println!("{}", plan.to_json()),
+        PlanFormat::Dot => print!("{}", plan.to_dot()),
+    }
+    Ok(())
+}
+
+fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
+    let planned = translate(root, opts)?;
+    let graph = &planned.translation.graph;
+    let stages = graph::reachable(graph);
+    bail!(
+        "{}: planned {} of {} stages, but this wbuild cannot run builds yet (the layer store and \
+         executor are not implemented); use `wbuild plan` to see the stage graph",
+        planned.file_name,
+        stages.len(),
+        graph.stages.len()
+    )
+}
+
+fn frontends(root: &Path) -> anyhow::Result<()> {
+    let rt = runtime(root)?;
+    println!("{:<12} {:<10} {:<73} DESCRIPTION", "NAME", "VERSION", "DIGEST");
+    for e in embedded::ALL {
+        let fe = rt.load_bytes(e.name, e.bytes)?;
+        let info = rt.info(&fe)?;
+        println!(
+            "{:<12} {:<10} {:<73} {} (embedded)",
+            info.name, info.version, fe.digest, info.description
+        );
+    }
+    Ok(())
+}
+
+fn debug_ast(file: &Path) -> anyhow::Result<()> {
+    let source = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    match wbuild_parser::parse(&source) {
+        Ok(tree) => {
+            for node in &tree.children {
+                println!("{}", node.dump());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let d = crate::frontend::Diagnostic {
+                file: file.display().to_string(),
+                line: e.line as u32,
+                column: e.column as u32,
+                message: e.message,
+                text: e.text,
+            };
+            Err(Reported(diagnostics::render(&[d], &source, false)).into())
+        }
+    }
+}

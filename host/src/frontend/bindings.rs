@@ -1,0 +1,11 @@
+//! Host-side types and imports generated from `wit/wbuild.wit`. The IR types are used directly
+//! throughout the host (graph validation, planning, JSON output).
+
+wasmtime::component::bindgen!({
+    world: "frontend",
+    path: "../wit",
+    additional_derives: [serde::Serialize],
+});
+
+pub use wbuild::frontend::host::ImageConfig;
+pub use wbuild::frontend::types::*;

@@ -1,0 +1,23 @@
+//! Frontends compiled into the wbuild binary (built by `host/build.rs`).
+
+/// An embedded frontend: its name (usable in `--frontend` and `# syntax=`) and component bytes.
+pub struct Embedded {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub bytes: &'static [u8],
+}
+
+/// The Dockerfile frontend, the default.
+pub const DOCKERFILE: Embedded = Embedded {
+    name: "dockerfile",
+    description: "the Dockerfile language as BuildKit implements it",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/dockerfile.wasm")),
+};
+
+/// Every embedded frontend.
+pub const ALL: &[Embedded] = &[DOCKERFILE];
+
+/// The embedded frontend called `name`.
+pub fn find(name: &str) -> Option<&'static Embedded> {
+    ALL.iter().find(|e| e.name == name)
+}

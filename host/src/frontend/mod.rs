@@ -1,0 +1,271 @@
+//! Frontends: loading WebAssembly components, caching their compiled form, and calling them.
+//!
+//! One [`Runtime`] holds the shared `Engine` and `Linker`; each call to a frontend gets a fresh
+//! `Store` with a memory cap, an epoch deadline and an empty WASI context (no files, no
+//! environment, no network; stderr goes to a memory pipe so a panic message reaches the user).
+//! Components that import anything beyond the frontend world and that WASI subset are refused at
+//! load time.
+
+pub mod bindings;
+mod cache;
+pub mod embedded;
+mod imports;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use bindings::{Diagnostic, FrontendInfo, Input, Translation};
+pub use cache::LoadKind;
+pub use imports::{EmptyImages, ImageResolver};
+use imports::CallState;
+
+/// How often the epoch ticker advances.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Bounds on one frontend call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest linear memory (and table) growth allowed, in bytes.
+    pub memory: usize,
+    /// Wall-clock budget of one call.
+    pub time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory: 512 << 20,
+            time: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Imports a frontend may have, by interface name prefix (versions follow the `@`).
+const ALLOWED_IMPORTS: &[&str] = &[
+    "wbuild:frontend/types@",
+    "wbuild:frontend/host@",
+    "wasi:io/error@",
+    "wasi:io/streams@",
+    "wasi:io/poll@",
+    "wasi:cli/environment@",
+    "wasi:cli/exit@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+    "wasi:cli/terminal-input@",
+    "wasi:cli/terminal-output@",
+    "wasi:cli/terminal-stdin@",
+    "wasi:cli/terminal-stdout@",
+    "wasi:cli/terminal-stderr@",
+    // Rust's std seeds HashMap from here; the host answers with a fixed seed, so a frontend stays
+    // a deterministic function of its input.
+    "wasi:random/insecure-seed@",
+];
+
+/// The shared engine, linker and compiled-artifact cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: cache::ArtifactCache,
+    limits: Limits,
+}
+
+/// A loaded frontend, ready to instantiate.
+pub struct Frontend {
+    /// What the user called it: a path or the name of an embedded frontend.
+    pub label: String,
+    /// `sha256:` digest of the component bytes.
+    pub digest: String,
+    /// Whether Cranelift ran for this load.
+    pub load_kind: LoadKind,
+    pre: bindings::FrontendPre<CallState>,
+}
+
+/// What the host passes to a call besides the input.
+#[derive(Clone)]
+pub struct CallContext {
+    pub images: Arc<dyn ImageResolver>,
+    pub context_dir: Option<PathBuf>,
+}
+
+impl Default for CallContext {
+    fn default() -> Self {
+        CallContext {
+            images: Arc::new(EmptyImages),
+            context_dir: None,
+        }
+    }
+}
+
+impl Runtime {
+    /// A runtime whose compiled frontends are cached in `cache_dir` (none: compile every time).
+    pub fn new(cache_dir: Option<PathBuf>, limits: Limits) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        bindings::Frontend::add_to_linker::<_, wasmtime::component::HasSelf<CallState>>(
+            &mut linker,
+            |s| s,
+        )?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wbuild-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            linker,
+            cache: cache::ArtifactCache::new(cache_dir),
+            limits,
+        })
+    }
+
+    /// Load a component from a file.
+    pub fn load_file(&self, path: &Path) -> anyhow::Result<Frontend> {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading frontend {}", path.display()))?;
+        self.load_bytes(&path.display().to_string(), &bytes)
+    }
+
+    /// Load a component from its bytes; `label` names it in messages.
+    pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> anyhow::Result<Frontend> {
+        if !wasmparser_is_component(bytes) {
+            bail!(
+                "{label} is not a WebAssembly component; build frontends for the wasm32-wasip2 \
+                 target (or wrap a core module with `wasm-tools component new`)"
+            );
+        }
+        let (component, load_kind) = self
+            .cache
+            .load(&self.engine, bytes)
+            .with_context(|| format!("compiling frontend {label}"))?;
+        self.check_imports(label, &component)?;
+        let instance_pre = self
+            .linker
+.instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{label} does not implement the wbuild:frontend world"))?;
+        let pre = bindings::FrontendPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{label} does not implement the wbuild:frontend world"))?;
+        Ok(Frontend {
+            label: label.to_string(),
+            digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            load_kind,
+            pre,
+        })
+    }
+
+    fn check_imports(&self, label: &str, component: &Component) -> anyhow::Result<()> {
+        let ty = component.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                bail!(
+                    "frontend {label} imports `{name}`, which frontends may not use: a frontend \
+                     gets the wbuild:frontend/host interface and WASI stdio only (no files, \
+                     clocks, random or network)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn store(&self, cx: &CallContext) -> (Store<CallState>, MemoryOutputPipe) {
+        let stderr = MemoryOutputPipe::new(64 << 10);
+        let state = CallState {
+            wasi: WasiCtxBuilder::new()
+                .stderr(stderr.clone())
+                .insecure_random_seed(0x7762_7569_6c64)
+                .build(),
+            table: Default::default(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory)
+                .table_elements(1 << 20)
+                .instances(64)
+                .trap_on_grow_failure(true)
+                .build(),
+            images: cx.images.clone(),
+            context: cx.context_dir.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        (store, stderr)
+    }
+
+    /// Ask a frontend who it is.
+    pub fn info(&self, fe: &Frontend) -> anyhow::Result<FrontendInfo> {
+        let (mut store, stderr) = self.store(&CallContext::default());
+        let instance = fe.pre.instantiate(&mut store)?;
+        instance
+            .call_info(&mut store)
+            .map_err(|e| call_error(fe, e, &stderr, self.limits))
+    }
+
+    /// Translate a build file. The outer error is a frontend failure (trap, timeout, memory);
+    /// the inner one the frontend's diagnostics about the file.
+    pub fn translate(
+        &self,
+        fe: &Frontend,
+        input: &Input,
+        cx: &CallContext,
+    ) -> anyhow::Result<Result<Translation, Vec<Diagnostic>>> {
+        let (mut store, stderr) = self.store(cx);
+        let instance = fe
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| call_error(fe, e, &stderr, self.limits))?;
+        instance
+            .call_translate(&mut store, input)
+            .map_err(|e| call_error(fe, e, &stderr, self.limits))
+    }
+}
+
+fn call_error(
+    fe: &Frontend,
+    err: wasmtime::Error,
+    stderr: &MemoryOutputPipe,
+    limits: Limits,
+) -> anyhow::Error {
+    let output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let why = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => format!(
+            "it ran longer than its time limit of {:?}",
+            limits.time
+        ),
+        Some(wasmtime::Trap::MemoryOutOfBounds) | Some(wasmtime::Trap::HeapMisaligned) => {
+            format!("it crashed ({err})")
+        }
+        _ if format!("{err:?}").contains("memory") && format!("{err:?}").contains("grow") => {
+            format!("it needed more than its memory limit of {} MiB", limits.memory >> 20)
+        }
+        _ => format!("{err:#}"),
+    };
+    if output.is_empty() {
+        anyhow::anyhow!("frontend {} failed: {why}", fe.label)
+    } else {
+        anyhow::anyhow!("frontend {} failed: {why}\n{output}", fe.label)
+    }
+}
+
+/// A component starts with the wasm magic and the component-model layer/version word.
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [1, 0]
+}

@@ -1,0 +1,111 @@
+//! The stage graph between frontend and solver: validation of what a frontend returned, and
+//! pruning to the stages the target needs. Every frontend gets both for free.
+
+mod plan;
+
+pub use plan::{Plan, PlanStage};
+
+use crate::frontend::bindings::{Base, Graph, Mount, Op, Source, Stage};
+
+/// Bounds on what a frontend may return; anything larger is a broken or hostile frontend.
+pub const MAX_STAGES: usize = 10_000;
+pub const MAX_OPS: usize = 1_000_000;
+
+/// A graph the solver can trust: every stage reference points backwards, the target exists.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidGraph {
+    #[error("the frontend returned no stages")]
+    Empty,
+    #[error("the frontend returned {0} stages; at most {MAX_STAGES} are allowed")]
+    TooManyStages(usize),
+    #[error("the frontend returned {0} ops; at most {MAX_OPS} are allowed")]
+    TooManyOps(usize),
+    #[error("target stage {target} does not exist (the graph has {stages} stages)")]
+    BadTarget { target: u32, stages: usize },
+    #[error(
+        "stage {stage} (line {line}) refers to stage {to}, which is not an earlier stage: \
+         a stage may only use stages before it"
+    )]
+    ForwardReference { stage: usize, line: u32, to: u32 },
+}
+
+/// The stages `stage` depends on directly (base, copy sources, mount sources), in order, once.
+pub fn stage_deps(stage: &Stage) -> Vec<u32> {
+    let mut deps = Vec::new();
+    let mut add = |i: u32| {
+        if !deps.contains(&i) {
+            deps.push(i)
+        }
+    };
+    if let Base::Stage(i) = stage.base {
+        add(i);
+    }
+    for node in &stage.ops {
+        match &node.op {
+            Op::Copy(c) => {
+                if let Source::Stage(i) = c.from {
+                    add(i);
+                }
+            }
+            Op::Run(r) => {
+                for m in &r.mounts {
+                    let from = match m {
+                        Mount::Bind(b) => Some(&b.from),
+                        Mount::Cache(c) => c.from.as_ref(),
+                        _ => None,
+                    };
+                    if let Some(Source::Stage(i)) = from {
+                        add(*i);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    deps
+}
+
+/// Check a graph from a frontend before anything runs it.
+pub fn validate(graph: &Graph) -> Result<(), InvalidGraph> {
+    if graph.stages.is_empty() {
+        return Err(InvalidGraph::Empty);
+    }
+    if graph.stages.len() > MAX_STAGES {
+        return Err(InvalidGraph::TooManyStages(graph.stages.len()));
+    }
+    let ops: usize = graph.stages.iter().map(|s| s.ops.len()).sum();
+    if ops > MAX_OPS {
+        return Err(InvalidGraph::TooManyOps(ops));
+    }
+    if graph.target as usize >= graph.stages.len() {
+        return Err(InvalidGraph::BadTarget {
+            target: graph.target,
+            stages: graph.stages.len(),
+        });
+    }
+    for (i, stage) in graph.stages.iter().enumerate() {
+        if let Some(&to) = stage_deps(stage).iter().find(|&&d| d as usize >= i) {
+            return Err(InvalidGraph::ForwardReference {
+                stage: i,
+                line: stage.span.line,
+                to,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The stages reachable from the target, ascending. Stages not in it never run.
+pub fn reachable(graph: &Graph) -> Vec<u32> {
+    let mut needed = vec![false; graph.stages.len()];
+    let mut todo = vec![graph.target];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut needed[i as usize], true) {
+            continue;
+        }
+        todo.extend(stage_deps(&graph.stages[i as usize]));
+    }
+    (0..graph.stages.len() as u32)
+        .filter(|&i| needed[i as usize])
+        .collect()
+}

@@ -1,0 +1,9 @@
+//! wbuild: a container image builder whose build-file languages are WebAssembly components.
+//!
+//! The pipeline, one module per stage, data flowing one way:
+//! [`frontend`] (load, compile-cache and call components) → [`graph`] (validate the IR, prune to
+//! the target) → solver, executor, store and exporters (to come), with [`cli`] at the edge.
+
+pub mod cli;
+pub mod frontend;
+pub mod graph;

@@ -1,0 +1,18 @@
+//! The `wbuild` binary: parse the command line, run it, print errors for people.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = wbuild::cli::Cli::parse();
+    match wbuild::cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(r) = e.downcast_ref::<wbuild::cli::Reported>() {
+                eprint!("{r}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
