@@ -14,9 +14,15 @@ fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let workspace = manifest_dir.parent().unwrap().to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
-    println!("cargo:rerun-if-changed={}", workspace.join("frontends").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("frontends").display()
+    );
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
-    println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join("Cargo.lock").display()
+    );
 
     let target_dir = workspace.join("target").join("frontends");
     for (krate, file) in FRONTENDS {
@@ -34,7 +40,14 @@ fn build_guest(workspace: &Path, target_dir: &Path, krate: &str) {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--release", "--target", "wasm32-wasip2", "-p", krate])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            krate,
+        ])
         .arg("--target-dir")
         .arg(target_dir)
         // Small components load faster: no debug info in the embedded frontends.

@@ -246,7 +246,10 @@ fn translate(root: &Path, opts: &BuildOpts) -> anyhow::Result<Planned> {
     graph::validate(&translation.graph)
         .with_context(|| format!("frontend {} returned an invalid stage graph", fe.label))?;
     if !translation.warnings.is_empty() {
-        eprint!("{}", diagnostics::render(&translation.warnings, &source, true));
+        eprint!(
+            "{}",
+            diagnostics::render(&translation.warnings, &source, true)
+        );
     }
     Ok(Planned {
         file_name,
@@ -285,7 +288,10 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
 
 fn frontends(root: &Path) -> anyhow::Result<()> {
     let rt = runtime(root)?;
-    println!("{:<12} {:<10} {:<73} DESCRIPTION", "NAME", "VERSION", "DIGEST");
+    println!(
+        "{:<12} {:<10} {:<73} DESCRIPTION",
+        "NAME", "VERSION", "DIGEST"
+    );
     for e in embedded::ALL {
         let fe = rt.load_bytes(e.name, e.bytes)?;
         let info = rt.info(&fe)?;
@@ -298,8 +304,8 @@ fn frontends(root: &Path) -> anyhow::Result<()> {
 }
 
 fn debug_ast(file: &Path) -> anyhow::Result<()> {
-    let source = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let source =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     match wbuild_parser::parse(&source) {
         Ok(tree) => {
             for node in &tree.children {

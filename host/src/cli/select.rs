@@ -32,14 +32,21 @@ pub fn choose(flag: Option<&str>, build_file: &Path, source: &str) -> anyhow::Re
     }
     // Docker's own frontend images name the Dockerfile language; ours is built in.
     let image = value.trim_start_matches("docker.io/");
-    if image == "docker/dockerfile" || image.starts_with("docker/dockerfile:") || image.starts_with("docker/dockerfile@") {
+    if image == "docker/dockerfile"
+        || image.starts_with("docker/dockerfile:")
+        || image.starts_with("docker/dockerfile@")
+    {
         return Ok(Choice::Embedded(&embedded::DOCKERFILE));
     }
     bail!(
         "{}:{line}: `# syntax={value}` names neither a .wasm file nor an embedded frontend ({}); \
          give a path ending in .wasm, relative to the build file",
         build_file.display(),
-        embedded::ALL.iter().map(|e| e.name).collect::<Vec<_>>().join(", ")
+        embedded::ALL
+            .iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

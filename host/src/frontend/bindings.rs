@@ -7,5 +7,5 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize],
 });
 
-pub use wbuild::frontend::host::ImageConfig;
-pub use wbuild::frontend::types::*;
+pub use self::wbuild::frontend::host::ImageConfig;
+pub use self::wbuild::frontend::types::*;

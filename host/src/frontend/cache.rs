@@ -61,7 +61,9 @@ impl ArtifactCache {
 /// sha256 of the component bytes and the engine's precompile compatibility hash.
 pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut engine_hash);
     let mut h = Sha256::new();
     h.update(bytes);
     h.update(engine_hash.finish().to_le_bytes());

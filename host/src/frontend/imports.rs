@@ -81,7 +81,9 @@ pub fn read_in_root(root: &std::path::Path, path: &str) -> Result<Vec<u8>, Strin
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err(format!("{path}: only paths inside the build context can be read"));
+        return Err(format!(
+            "{path}: only paths inside the build context can be read"
+        ));
     }
     let root = root
         .canonicalize()

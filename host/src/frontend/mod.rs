@@ -24,8 +24,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{Diagnostic, FrontendInfo, Input, Translation};
 pub use cache::LoadKind;
-pub use imports::{EmptyImages, ImageResolver};
 use imports::CallState;
+pub use imports::{EmptyImages, ImageResolver};
 
 /// How often the epoch ticker advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -138,8 +138,8 @@ impl Runtime {
 
     /// Load a component from a file.
     pub fn load_file(&self, path: &Path) -> anyhow::Result<Frontend> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading frontend {}", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading frontend {}", path.display()))?;
         self.load_bytes(&path.display().to_string(), &bytes)
     }
 
@@ -158,7 +158,7 @@ impl Runtime {
         self.check_imports(label, &component)?;
         let instance_pre = self
             .linker
-.instantiate_pre(&component)
+            .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{label} does not implement the wbuild:frontend world"))?;
         let pre = bindings::FrontendPre::new(instance_pre)
@@ -244,17 +244,21 @@ fn call_error(
     stderr: &MemoryOutputPipe,
     limits: Limits,
 ) -> anyhow::Error {
-    let output = String::from_utf8_lossy(&stderr.contents()).trim().to_string();
+    let output = String::from_utf8_lossy(&stderr.contents())
+        .trim()
+        .to_string();
     let why = match err.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => format!(
-            "it ran longer than its time limit of {:?}",
-            limits.time
-        ),
+        Some(wasmtime::Trap::Interrupt) => {
+            format!("it ran longer than its time limit of {:?}", limits.time)
+        }
         Some(wasmtime::Trap::MemoryOutOfBounds) | Some(wasmtime::Trap::HeapMisaligned) => {
             format!("it crashed ({err})")
         }
         _ if format!("{err:?}").contains("memory") && format!("{err:?}").contains("grow") => {
-            format!("it needed more than its memory limit of {} MiB", limits.memory >> 20)
+            format!(
+                "it needed more than its memory limit of {} MiB",
+                limits.memory >> 20
+            )
         }
         _ => format!("{err:#}"),
     };

@@ -35,7 +35,12 @@ pub struct Skipped<'a> {
 }
 
 impl<'a> Plan<'a> {
-    pub fn new(file: &'a str, frontend: &'a str, graph: &'a Graph, warnings: &'a [Diagnostic]) -> Self {
+    pub fn new(
+        file: &'a str,
+        frontend: &'a str,
+        graph: &'a Graph,
+        warnings: &'a [Diagnostic],
+    ) -> Self {
         let keep = reachable(graph);
         let stages = keep
             .iter()
@@ -79,7 +84,11 @@ impl<'a> Plan<'a> {
                 Some(n) => format!("{} ({n})", s.index),
                 None => s.index.to_string(),
             };
-            let style = if s.index == self.target { ", style=bold" } else { "" };
+            let style = if s.index == self.target {
+                ", style=bold"
+            } else {
+                ""
+            };
             out += &format!(
                 "  s{} [label={}{style}];\n",
                 s.index,
