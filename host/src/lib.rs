@@ -7,3 +7,5 @@
 pub mod cli;
 pub mod frontend;
 pub mod graph;
+pub mod context;
+pub mod store;

@@ -54,9 +54,7 @@ pub fn choose(flag: Option<&str>, build_file: &Path, source: &str) -> anyhow::Re
 pub fn syntax_directive(source: &str) -> Option<(String, usize)> {
     for (i, line) in source.lines().enumerate() {
         let t = line.trim();
-        let Some(comment) = t.strip_prefix('#') else {
-            return None;
-        };
+        let comment = t.strip_prefix('#')?;
         if let Some((k, v)) = comment.split_once('=')
             && k.trim().eq_ignore_ascii_case("syntax")
         {
