@@ -39,11 +39,14 @@ impl ArtifactCache {
             return Ok((Component::new(engine, bytes)?, LoadKind::Compiled));
         };
         let path = dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
-        if path.is_file() {
+        // Read into memory rather than mapping the file: a file truncated or rewritten in place
+        // under a mapping would crash the process (SIGBUS) instead of failing the load.
+        if let Ok(artifact) = std::fs::read(&path) {
             // SAFETY: the file is named by the sha256 of the component and the engine's
-            // compatibility hash and was written by `store` below (temp file + rename), so it is
-            // an artifact this host produced for this engine configuration.
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            // compatibility hash and was written by `store` below (temp file + rename) into a
+            // directory only the host writes, so it is an artifact this host produced for this
+            // engine configuration; wasmtime still checks its header and engine compatibility.
+            match unsafe { Component::deserialize(engine, &artifact) } {
                 Ok(c) => return Ok((c, LoadKind::Cached)),
                 Err(_) => {
                     // A stale or damaged artifact: compile again and replace it.

@@ -273,3 +273,52 @@ fn call_error(
 fn wasmparser_is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_is_not_a_component() {
+        let rt = Runtime::new(None, Limits::default()).unwrap();
+        let Err(err) = rt.load_bytes("junk.wasm", b"not wasm at all") else {
+            panic!("junk loaded")
+        };
+        assert!(
+            err.to_string().contains("not a WebAssembly component"),
+            "{err}"
+        );
+        // A core module (version 1, layer 0) is not a component either.
+        let core = b"\0asm\x01\0\0\0";
+        let Err(err) = rt.load_bytes("core.wasm", core) else {
+            panic!("a core module loaded")
+        };
+        assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
+    }
+
+    #[test]
+    fn embedded_frontend_loads_from_cache_the_second_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(Some(dir.path().into()), Limits::default()).unwrap();
+        let fe = rt
+            .load_bytes("dockerfile", embedded::DOCKERFILE.bytes)
+            .unwrap();
+        assert_eq!(fe.load_kind, LoadKind::Compiled);
+        assert_eq!(rt.info(&fe).unwrap().name, "dockerfile");
+        let fe = rt
+            .load_bytes("dockerfile", embedded::DOCKERFILE.bytes)
+            .unwrap();
+        assert_eq!(fe.load_kind, LoadKind::Cached);
+        assert!(fe.digest.starts_with("sha256:") && fe.digest.len() == 71);
+
+        // A damaged artifact is replaced, not trusted.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+        }
+        let fe = rt
+            .load_bytes("dockerfile", embedded::DOCKERFILE.bytes)
+            .unwrap();
+        assert_eq!(fe.load_kind, LoadKind::Compiled);
+        assert_eq!(rt.info(&fe).unwrap().name, "dockerfile");
+    }
+}

@@ -109,3 +109,120 @@ pub fn reachable(graph: &Graph) -> Vec<u32> {
         .filter(|&i| needed[i as usize])
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frontend::bindings::{CopyOp, ImageRef, OpNode, Span};
+
+    fn span(line: u32) -> Span {
+        Span {
+            line,
+            column: 1,
+            end_line: line,
+            end_column: 1,
+        }
+    }
+
+    fn stage(base: Base, copy_from: &[u32]) -> Stage {
+        Stage {
+            name: None,
+            base,
+            platform: None,
+            ops: copy_from
+                .iter()
+                .map(|&i| OpNode {
+                    op: Op::Copy(CopyOp {
+                        from: Source::Stage(i),
+                        sources: vec![],
+                        dest: "/".into(),
+                        chown: None,
+                        chmod: None,
+                        link: false,
+                        parents: false,
+                        excludes: vec![],
+                        add: None,
+                    }),
+                    span: span(1),
+                    text: String::new(),
+                })
+                .collect(),
+            span: span(1),
+            text: String::new(),
+        }
+    }
+
+    fn image() -> Base {
+        Base::Image(ImageRef {
+            reference: "busybox".into(),
+            platform: None,
+        })
+    }
+
+    #[test]
+    fn prunes_to_what_the_target_reaches() {
+        let g = Graph {
+            stages: vec![
+                stage(image(), &[]),
+                stage(Base::Scratch, &[]),
+                stage(Base::Stage(0), &[]),
+                stage(image(), &[2, 0]),
+            ],
+            target: 3,
+        };
+        validate(&g).unwrap();
+        assert_eq!(reachable(&g), vec![0, 2, 3]);
+        assert_eq!(stage_deps(&g.stages[3]), vec![2, 0]);
+        let g = Graph { target: 1, ..g };
+        assert_eq!(reachable(&g), vec![1]);
+    }
+
+    #[test]
+    fn rejects_broken_graphs() {
+        let empty = Graph {
+            stages: vec![],
+            target: 0,
+        };
+        assert!(matches!(validate(&empty), Err(InvalidGraph::Empty)));
+        let bad_target = Graph {
+            stages: vec![stage(image(), &[])],
+            target: 1,
+        };
+        assert!(matches!(
+            validate(&bad_target),
+            Err(InvalidGraph::BadTarget { .. })
+        ));
+        // A cycle needs a forward (or self) reference, so both are refused.
+        for g in [
+            Graph {
+                stages: vec![stage(Base::Stage(0), &[])],
+                target: 0,
+            },
+            Graph {
+                stages: vec![stage(image(), &[1]), stage(Base::Stage(0), &[])],
+                target: 1,
+            },
+            Graph {
+                stages: vec![stage(image(), &[u32::MAX])],
+                target: 0,
+            },
+        ] {
+            let err = validate(&g).unwrap_err();
+            assert!(
+                matches!(err, InvalidGraph::ForwardReference { .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("earlier stage"), "{err}");
+        }
+        let huge = Graph {
+            stages: (0..MAX_STAGES + 1)
+                .map(|_| stage(Base::Scratch, &[]))
+                .collect(),
+            target: 0,
+        };
+        assert!(matches!(
+            validate(&huge),
+            Err(InvalidGraph::TooManyStages(_))
+        ));
+    }
+}
