@@ -254,7 +254,8 @@ fn call_error(
         Some(wasmtime::Trap::MemoryOutOfBounds) | Some(wasmtime::Trap::HeapMisaligned) => {
             format!("it crashed ({err})")
         }
-        _ if format!("{err:?}").contains("memory") && format!("{err:?}").contains("grow") => {
+        // StoreLimits with trap_on_grow_failure reports a refused growth this way.
+        _ if format!("{err:?}").contains("forcing trap when growing") => {
             format!(
                 "it needed more than its memory limit of {} MiB",
                 limits.memory >> 20
@@ -320,5 +321,77 @@ mod tests {
             .unwrap();
         assert_eq!(fe.load_kind, LoadKind::Compiled);
         assert_eq!(rt.info(&fe).unwrap().name, "dockerfile");
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use crate::frontend::bindings::Platform;
+
+    fn input(instructions: usize) -> Input {
+        let mut source = String::from("FROM busybox\n");
+        for i in 0..instructions {
+            source += &format!("ENV K{i}=\"value number {i} with some padding to use memory\"\n");
+        }
+        let platform = Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        };
+        Input {
+            file_name: "Dockerfile".into(),
+            source,
+            build_args: vec![],
+            target: None,
+            target_platform: platform.clone(),
+            build_platform: platform,
+        }
+    }
+
+    #[test]
+    fn a_frontend_over_its_memory_limit_fails_cleanly() {
+        let rt = Runtime::new(
+            None,
+            Limits {
+                memory: 4 << 20,
+                time: Duration::from_secs(30),
+            },
+        )
+        .unwrap();
+        let fe = rt
+            .load_bytes("dockerfile", embedded::DOCKERFILE.bytes)
+            .unwrap();
+        let err = rt
+            .translate(&fe, &input(20_000), &CallContext::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("memory limit of 4 MiB"), "{err:#}");
+        // The runtime is still usable afterwards.
+        assert!(
+            rt.translate(&fe, &input(10), &CallContext::default())
+                .unwrap()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_frontend_over_its_time_limit_is_interrupted() {
+        let rt = Runtime::new(
+            None,
+            Limits {
+                memory: 1 << 30,
+                time: Duration::from_millis(10),
+            },
+        )
+        .unwrap();
+        let fe = rt
+            .load_bytes("dockerfile", embedded::DOCKERFILE.bytes)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = rt
+            .translate(&fe, &input(200_000), &CallContext::default())
+            .unwrap_err();
+        assert!(err.to_string().contains("time limit"), "{err:#}");
+        assert!(started.elapsed() < Duration::from_secs(20));
     }
 }
