@@ -269,3 +269,85 @@ fn warm_start_uses_the_compiled_frontend_cache() {
     wb.plan("stage-index", &[]);
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
 }
+
+/// The Dockerfile frontend as a standalone .wasm file, as host/build.rs builds it.
+fn dockerfile_wasm() -> std::path::PathBuf {
+    common::repo().join("target/frontends/wasm32-wasip2/release/wbuild_frontend_dockerfile.wasm")
+}
+
+#[test]
+fn frontend_from_a_file_and_from_a_syntax_line() {
+    let wb = common::Wbuild::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(dockerfile_wasm(), dir.path().join("my-frontend.wasm")).unwrap();
+    let ctx = dir.path().to_str().unwrap();
+
+    std::fs::write(dir.path().join("Dockerfile"), "FROM busybox AS only\n").unwrap();
+    let fe = dir.path().join("my-frontend.wasm");
+    let plan: Value =
+        serde_json::from_str(&wb.ok(&["plan", "--frontend", fe.to_str().unwrap(), ctx])).unwrap();
+    assert!(
+        plan["frontend"]
+            .as_str()
+            .unwrap()
+            .contains("my-frontend.wasm"),
+        "{plan}"
+    );
+    assert_eq!(stages(&plan), vec![(0, Some("only".into()))]);
+
+    // `# syntax=` with a path relative to the build file.
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let file = dir.path().join("sub/Build");
+    std::fs::write(&file, "# syntax=../my-frontend.wasm\nFROM busybox AS x\n").unwrap();
+    let plan: Value =
+        serde_json::from_str(&wb.ok(&["plan", "-f", file.to_str().unwrap(), ctx])).unwrap();
+    assert!(
+        plan["frontend"]
+            .as_str()
+            .unwrap()
+            .contains("my-frontend.wasm"),
+        "{plan}"
+    );
+
+    // Docker's own frontend image names select the embedded Dockerfile frontend.
+    std::fs::write(&file, "# syntax=docker/dockerfile:1.7\nFROM busybox AS x\n").unwrap();
+    let plan: Value =
+        serde_json::from_str(&wb.ok(&["plan", "-f", file.to_str().unwrap(), ctx])).unwrap();
+    assert!(
+        plan["frontend"]
+            .as_str()
+            .unwrap()
+            .starts_with("dockerfile ("),
+        "{plan}"
+    );
+
+    std::fs::write(
+        &file,
+        "# syntax=example.com/some/frontend:1\nFROM busybox\n",
+    )
+    .unwrap();
+    let err = wb.fails(&["plan", "-f", file.to_str().unwrap(), ctx]);
+    assert!(
+        err.contains(":1:") && err.contains("example.com/some/frontend:1"),
+        "{err}"
+    );
+
+    std::fs::write(dir.path().join("bad.wasm"), "not a component").unwrap();
+    let bad = dir.path().join("bad.wasm");
+    let err = wb.fails(&["plan", "--frontend", bad.to_str().unwrap(), ctx]);
+    assert!(err.contains("not a WebAssembly component"), "{err}");
+}
+
+#[test]
+fn frontends_lists_the_embedded_dockerfile_frontend() {
+    let wb = common::Wbuild::new();
+    let out = wb.ok(&["frontends"]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("dockerfile "))
+        .expect(&out);
+    assert!(
+        line.contains("sha256:") && line.contains("(embedded)"),
+        "{out}"
+    );
+}
