@@ -5,7 +5,10 @@
 //! the target) → solver, executor, store and exporters (to come), with [`cli`] at the edge.
 
 pub mod cli;
+pub mod context;
 pub mod frontend;
 pub mod graph;
-pub mod context;
 pub mod store;
+pub mod exec;
+pub mod image;
+pub mod snapshot;

@@ -1,0 +1,1 @@
+//! Sandboxed RUN through runc (being written).

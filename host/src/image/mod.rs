@@ -1,0 +1,1 @@
+//! OCI image formats, import and export (being written).
