@@ -107,7 +107,7 @@ pub struct Reported(pub String);
 
 /// Run the command line; the returned error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let root = cli.root.clone().unwrap_or_else(default_root);
+    let root = cli.root.clone().unwrap_or_else(crate::store::Store::default_root);
     match cli.command {
         None => build(&root, &cli.build),
         Some(Command::Build(opts)) => build(&root, &opts),
@@ -115,19 +115,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Frontends) => frontends(&root),
         Some(Command::Debug(DebugCommand::Ast { file })) => debug_ast(&file),
     }
-}
-
-/// `/var/lib/wbuild` for root, `$XDG_DATA_HOME/wbuild` (or `~/.local/share/wbuild`) otherwise.
-pub fn default_root() -> PathBuf {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return PathBuf::from("/var/lib/wbuild");
-    }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("wbuild");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".local/share/wbuild")
 }
 
 fn runtime(root: &Path) -> anyhow::Result<Runtime> {
