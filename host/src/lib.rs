@@ -6,9 +6,10 @@
 
 pub mod cli;
 pub mod context;
+pub mod exec;
 pub mod frontend;
 pub mod graph;
-pub mod store;
-pub mod exec;
 pub mod image;
 pub mod snapshot;
+pub mod solve;
+pub mod store;
