@@ -107,7 +107,10 @@ pub struct Reported(pub String);
 
 /// Run the command line; the returned error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let root = cli.root.clone().unwrap_or_else(crate::store::Store::default_root);
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(crate::store::Store::default_root);
     match cli.command {
         None => build(&root, &cli.build),
         Some(Command::Build(opts)) => build(&root, &opts),
