@@ -1,0 +1,252 @@
+//! Content hashing of COPY sources for cache keys, and [`HashMemo`], the stat-keyed memo of
+//! file content digests that lets an unchanged context be hashed without reading it again.
+//!
+//! A memo entry is reused only when *every* stat field matches: (path, dev, ino, size, mtime ns,
+//! ctime ns). A write always moves ctime, which user space cannot set back, so restoring mtime
+//! does not fool it. Entries for files changed within [`RACY_WINDOW`] of the hash are not kept
+//! (a write in the same filesystem clock tick could leave every stat field unchanged).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::resolve::{self, os_bytes};
+use super::{FileKind, Match};
+
+/// Files whose ctime is this close to "now" are hashed but not memoized. Kernel file
+/// timestamps come from a coarse clock (one tick, at most 10 ms at HZ=100).
+pub const RACY_WINDOW: Duration = Duration::from_millis(50);
+
+const MEMO_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct MemoEntry {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemoFile {
+    version: u32,
+    entries: HashMap<String, MemoEntry>,
+}
+
+/// Counters of one memo's use since it was created or loaded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoStats {
+    /// Files whose digest came from the memo.
+    pub hits: u64,
+    /// Files that were read and hashed.
+    pub misses: u64,
+    /// Bytes read and hashed.
+    pub bytes_hashed: u64,
+}
+
+/// Stat-keyed memo of file content sha256 digests, optionally persisted to a file.
+#[derive(Debug, Default)]
+pub struct HashMemo {
+    file: Option<PathBuf>,
+    entries: HashMap<String, MemoEntry>,
+    dirty: bool,
+    stats: MemoStats,
+}
+
+impl HashMemo {
+    /// A memo that lives only in memory.
+    pub fn in_memory() -> HashMemo {
+        HashMemo::default()
+    }
+
+    /// Loads the memo persisted at `file`. A missing, unreadable-as-JSON or other-version file
+    /// gives an empty memo (it is only a cache); I/O errors other than "not found" are errors.
+    pub fn load(file: &Path) -> Result<HashMemo> {
+        let entries = match fs::read(file) {
+            Ok(bytes) => match serde_json::from_slice::<MemoFile>(&bytes) {
+                Ok(m) if m.version == MEMO_VERSION => m.entries,
+                _ => HashMap::new(),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        };
+        Ok(HashMemo {
+            file: Some(file.to_path_buf()),
+            entries,
+            dirty: false,
+            stats: MemoStats::default(),
+        })
+    }
+
+    /// Writes the memo back to its file (temp file + fsync + rename) if it changed.
+    /// A no-op for in-memory memos.
+    pub fn save(&mut self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !self.dirty {
+            return Ok(());
+        }
+        let data = serde_json::to_vec(&MemoFile {
+            version: MEMO_VERSION,
+            entries: self.entries.clone(),
+        })?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir)?;
+        let mut tmp = tempfile_in(dir)?;
+        tmp.1.write_all(&data)?;
+        tmp.1.sync_all()?;
+        fs::rename(&tmp.0, file).with_context(|| format!("writing {}", file.display()))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Usage counters.
+    pub fn stats(&self) -> MemoStats {
+        self.stats
+    }
+
+    /// Number of memoized files.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is memoized.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// sha256 (hex) of the regular file at physical path `rel` under `root`.
+    pub(crate) fn file_sha256(&mut self, root: &Path, rel: &str) -> Result<String> {
+        let started = SystemTime::now();
+        let (mut f, md) = resolve::open_regular(root, rel)?;
+        let key = root.join(rel).to_string_lossy().into_owned();
+        let stat = stat_of(&md);
+        if let Some(e) = self.entries.get(&key)
+            && same_stat(e, &stat)
+        {
+            self.stats.hits += 1;
+            return Ok(e.sha256.clone());
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", key)),
+            };
+            h.update(&buf[..n]);
+            self.stats.bytes_hashed += n as u64;
+        }
+        self.stats.misses += 1;
+        let sha = hex::encode(h.finalize());
+        let after = stat_of(&f.metadata()?);
+        let racy_limit = started
+            .checked_sub(RACY_WINDOW)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        if same_stat(&after, &stat) && stat.ctime_ns < racy_limit && stat.mtime_ns < racy_limit {
+            self.entries.insert(
+                key,
+                MemoEntry {
+                    sha256: sha.clone(),
+                    ..stat
+                },
+            );
+            self.dirty = true;
+        } else if self.entries.remove(&key).is_some() {
+            self.dirty = true;
+        }
+        Ok(sha)
+    }
+}
+
+fn stat_of(md: &fs::Metadata) -> MemoEntry {
+    MemoEntry {
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+        sha256: String::new(),
+    }
+}
+
+fn same_stat(a: &MemoEntry, b: &MemoEntry) -> bool {
+    a.dev == b.dev
+        && a.ino == b.ino
+        && a.size == b.size
+        && a.mtime_ns == b.mtime_ns
+        && a.ctime_ns == b.ctime_ns
+}
+
+fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File)> {
+    for i in 0..100u32 {
+        let name = dir.join(format!(
+            ".hashmemo.{}.{}.{i}.tmp",
+            std::process::id(),
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&name)
+        {
+            Ok(f) => return Ok((name, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", name.display())),
+        }
+    }
+    anyhow::bail!("could not create a temp file in {}", dir.display())
+}
+
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+/// Digest (`sha256:<hex>`) over the matches, in order, and every entry under them in walk
+/// order: relative path, file type and mode bits, uid/gid, symlink target, device number and
+/// file content. Mtimes are not part of it.
+pub(crate) fn digest(root: &Path, matches: &[Match], memo: &mut HashMemo) -> Result<String> {
+    let mut h = Sha256::new();
+    field(&mut h, b"wbuild-context-v1");
+    for m in matches {
+        field(&mut h, b"match");
+        field(&mut h, m.path.as_bytes());
+        h.update((m.entries.len() as u64).to_le_bytes());
+        for e in &m.entries {
+            field(&mut h, e.rel.as_bytes());
+            h.update([e.kind as u8]);
+            h.update(e.mode.to_le_bytes());
+            h.update(e.uid.to_le_bytes());
+            h.update(e.gid.to_le_bytes());
+            match e.kind {
+                FileKind::File => {
+                    let sha = memo.file_sha256(root, &e.physical)?;
+                    field(&mut h, sha.as_bytes());
+                }
+                FileKind::Symlink => {
+                    let t = e.link_target.as_deref().unwrap_or(Path::new(""));
+                    field(&mut h, os_bytes(t));
+                }
+                FileKind::Other => h.update(e.rdev.to_le_bytes()),
+                FileKind::Dir => {}
+            }
+        }
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
