@@ -94,30 +94,7 @@ pub fn format_platform(p: &Platform) -> String {
     }
 }
 
-/// Go's `path.Clean` for slash paths.
-pub fn clean_path(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for part in p.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".into(),
-        (false, false) => joined,
-    }
-}
+pub use wbuild_parser::paths::clean_path;
 
 /// WORKDIR semantics: a relative path continues from `current`; the result is absolute and clean.
 pub fn join_workdir(current: &str, next: &str) -> String {

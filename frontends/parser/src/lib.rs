@@ -16,6 +16,7 @@
 
 mod ast;
 mod parser;
+pub mod paths;
 pub mod shell;
 
 pub use ast::{Directives, Heredoc, Node, ParseError, ParseResult, Warning};

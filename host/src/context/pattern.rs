@@ -228,29 +228,7 @@ pub fn has_meta(component: &str) -> bool {
 
 /// Lexically cleans a path like Go's `filepath.Clean`: collapses `//`, drops `.`, resolves
 /// `..` against earlier components. A leading `/` is kept (as `/`), an empty result is `.`.
-pub fn clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut out: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                if out.last().is_some_and(|l| *l != "..") {
-                    out.pop();
-                } else if !rooted {
-                    out.push("..");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    let joined = out.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
+pub use wbuild_parser::paths::clean_path as clean;
 
 /// Cleans `path` as if rooted at the context root (Docker's `filepath.Join("/", p)`): `..` can
 /// never climb above the root. Returns the relative form, `""` for the root itself.
