@@ -1,1 +1,20 @@
-//! Snapshots and layer diffs (being written).
+//! Snapshots and layer diffs: layers ↔ directories.
+//!
+//! - [`diff_upper`]: overlayfs upperdir → reproducible OCI layer tar (whiteouts converted).
+//! - [`LayerWriter`]: compress (gzip/zstd/none) and hash (diff_id, digest, size) in one pass.
+//! - [`apply_layer`]: safe, in-root extraction of a layer tar with whiteouts and opaque dirs.
+//! - [`decompress`]: sniff gzip/zstd/bzip2/xz/plain by magic bytes.
+//! - [`copy_tree`]: metadata-preserving copy for the copying snapshotter fallback.
+
+mod apply;
+mod compress;
+mod copy;
+mod diff;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+pub use apply::apply_layer;
+pub use compress::{Compression, Format, LayerDigests, LayerWriter, decompress, sniff};
+pub use copy::copy_tree;
+pub use diff::{DiffOptions, DiffStats, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, diff_upper};
