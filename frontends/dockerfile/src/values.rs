@@ -94,17 +94,7 @@ pub fn format_platform(p: &Platform) -> String {
     }
 }
 
-pub use wbuild_parser::paths::clean_path;
-
-/// WORKDIR semantics: a relative path continues from `current`; the result is absolute and clean.
-pub fn join_workdir(current: &str, next: &str) -> String {
-    if next.starts_with('/') {
-        clean_path(next)
-    } else {
-        let base = if current.is_empty() { "/" } else { current };
-        clean_path(&format!("/{base}/{next}"))
-    }
-}
+pub use wbuild_parser::paths::{clean_path, join_workdir};
 
 /// Go's `time.ParseDuration`, in nanoseconds (may be negative).
 pub fn parse_duration(s: &str) -> Result<i128, String> {

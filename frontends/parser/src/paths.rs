@@ -27,9 +27,20 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
+/// `WORKDIR` semantics: a relative path continues from `current` (`/` when empty); the result
+/// is absolute and clean.
+pub fn join_workdir(current: &str, next: &str) -> String {
+    if next.starts_with('/') {
+        clean_path(next)
+    } else {
+        let base = if current.is_empty() { "/" } else { current };
+        clean_path(&format!("/{base}/{next}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::clean_path;
+    use super::{clean_path, join_workdir};
 
     #[test]
     fn cleans_like_go() {
@@ -45,5 +56,14 @@ mod tests {
         ] {
             assert_eq!(clean_path(input), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn workdir_joins() {
+        use super::join_workdir as j;
+        assert_eq!(j("", "app"), "/app");
+        assert_eq!(j("/src", "../lib/./x/"), "/lib/x");
+        assert_eq!(j("/src", "/abs//p"), "/abs/p");
+        assert_eq!(j("rel", "x"), "/rel/x");
     }
 }

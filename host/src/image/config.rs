@@ -298,15 +298,8 @@ impl ConfigBuilder {
 
     /// `WORKDIR`: relative paths are joined to the current one; the result is cleaned.
     pub fn workdir(&mut self, dir: &str) -> &mut Self {
-        let joined = if dir.starts_with('/') {
-            dir.to_string()
-        } else {
-            format!(
-                "{}/{dir}",
-                self.img.config.working_dir.as_deref().unwrap_or("/")
-            )
-        };
-        self.img.config.working_dir = Some(clean_path(&joined));
+        let current = self.img.config.working_dir.as_deref().unwrap_or("/");
+        self.img.config.working_dir = Some(wbuild_parser::paths::join_workdir(current, dir));
         self
     }
 
@@ -425,21 +418,6 @@ impl ConfigBuilder {
         let (bytes, digest) = img.to_json();
         (img, bytes, digest)
     }
-}
-
-/// Lexical clean of an absolute path (`/a/./b/../c/` → `/a/c`).
-fn clean_path(p: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    format!("/{}", out.join("/"))
 }
 
 #[cfg(test)]
