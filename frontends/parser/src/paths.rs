@@ -40,7 +40,7 @@ pub fn join_workdir(current: &str, next: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{clean_path, join_workdir};
+    use super::clean_path;
 
     #[test]
     fn cleans_like_go() {
