@@ -1,1 +1,87 @@
-//! Sandboxed RUN through runc (being written).
+//! Sandboxed RUN: runs one command in a runc container whose rootfs is an overlay of read-only
+//! layers plus a writable upper dir, and streams its combined stdout/stderr back.
+//!
+//! Layout: [`spec`] builds the OCI runtime spec, [`overlay`] mounts/unmounts the rootfs and probes
+//! the host ([`detect`]), [`user`] resolves `USER` strings against the rootfs, [`runner`] drives
+//! runc and cleans up on every path.
+
+mod overlay;
+mod runner;
+mod spec;
+mod user;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use overlay::{Capabilities, detect};
+pub use runner::run;
+pub use user::{ResolvedUser, resolve_user};
+
+/// Network mode of a RUN step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// A fresh network namespace with only `lo` (Docker's `--network=none`).
+    #[default]
+    None,
+    /// Share the host's network namespace; the host's /etc/resolv.conf is used.
+    Host,
+}
+
+/// An extra mount inside the container (RUN --mount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtraMount {
+    /// Bind a host directory or file at `target`.
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    /// A fresh tmpfs at `target`, optionally limited to `size` bytes.
+    Tmpfs { target: String, size: Option<u64> },
+    /// A file with the given content at `target` (read-only bind of a file in the bundle).
+    File {
+        target: String,
+        content: Vec<u8>,
+        mode: u32,
+    },
+}
+
+/// Everything needed to run one RUN step.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Directory for bundles and runc state (`<state>/bundles`, `<state>/runc`).
+    pub state_dir: PathBuf,
+    /// Read-only layers, top first. May be empty (scratch).
+    pub rootfs_lowers: Vec<PathBuf>,
+    /// Overlay upper dir: receives every change.
+    pub upper: PathBuf,
+    /// Overlay work dir (same filesystem as `upper`, empty).
+    pub work: PathBuf,
+    /// argv; `args[0]` is resolved in the container's PATH by runc.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Working directory (absolute); created if missing, like Docker's WORKDIR.
+    pub cwd: String,
+    /// `uid[:gid]` or `name[:group]` resolved in the rootfs /etc/passwd and /etc/group; empty = root.
+    pub user: String,
+    pub hostname: String,
+    pub network: Network,
+    pub mounts: Vec<ExtraMount>,
+}
+
+/// Result of a finished RUN step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Exit status of the command (128+signal if it was killed by a signal).
+    pub exit_code: i32,
+    pub duration: Duration,
+}
+
+impl RunOutcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}

@@ -1,0 +1,228 @@
+//! Overlayfs mounting of a RUN rootfs, mount-table checks, and [`detect`]: what this host can do
+//! (runc present, root, overlayfs usable) so the build can pick a snapshotter.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Options every wbuild overlay mount uses (see DESIGN.md, Snapshots).
+const OVERLAY_OPTS: &str = "index=off,redirect_dir=off,metacopy=off";
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .with_context(|| format!("path {} contains NUL", p.display()))
+}
+
+fn check_overlay_path(p: &Path) -> Result<String> {
+    let s = p
+        .to_str()
+        .with_context(|| format!("overlay path {} is not UTF-8", p.display()))?;
+    if s.contains([':', ',', '\\']) || !p.is_absolute() {
+        bail!("overlay path {s} must be absolute and must not contain ':', ',' or '\\'");
+    }
+    Ok(s.to_string())
+}
+
+/// Mount an overlay of `lowers` (top first) + `upper`/`work` at `target`.
+pub(crate) fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
+    if lowers.is_empty() {
+        bail!("overlay needs at least one lower dir");
+    }
+    let lowerdir = lowers
+        .iter()
+        .map(|l| check_overlay_path(l))
+        .collect::<Result<Vec<_>>>()?
+        .join(":");
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={},{OVERLAY_OPTS}",
+        check_overlay_path(upper)?,
+        check_overlay_path(work)?
+    );
+    let data_c = CString::new(data.clone())?;
+    let target_c = cstr(target)?;
+    let fstype = c"overlay";
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("mounting overlay at {} ({data}): {err}", target.display());
+    }
+    Ok(())
+}
+
+/// Unmount `target`; lazily if a plain unmount reports it busy.
+pub(crate) fn unmount(target: &Path) -> Result<()> {
+    let c = cstr(target)?;
+    // SAFETY: valid C string.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EBUSY) {
+        // SAFETY: valid C string.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+    }
+    bail!(
+        "unmounting {}: {}",
+        target.display(),
+        std::io::Error::last_os_error()
+    )
+}
+
+/// Mount points (field 5 of /proc/self/mountinfo, octal escapes decoded) at or below `prefix`.
+pub fn mounts_under(prefix: &Path) -> Result<Vec<PathBuf>> {
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some(mp) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let p = PathBuf::from(unescape_mountinfo(mp));
+        if p.starts_with(prefix) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What this host offers for RUN steps and snapshots.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    /// Path of the `runc` binary, if found on PATH.
+    pub runc: Option<PathBuf>,
+    /// First line of `runc --version`.
+    pub runc_version: Option<String>,
+    /// Effective uid is 0.
+    pub is_root: bool,
+    /// A test overlay mount with wbuild's options succeeded.
+    pub overlay: bool,
+    /// Why overlayfs is not usable, when it is not.
+    pub overlay_error: Option<String>,
+}
+
+impl Capabilities {
+    /// The runc binary, or an error that tells the user how to get one.
+    pub fn require_runc(&self) -> Result<&Path> {
+        match &self.runc {
+            Some(p) => Ok(p),
+            None => bail!(
+                "RUN steps need the `runc` container runtime, which is not on PATH; \
+                 install it (Debian/Ubuntu: `apt-get install runc`)"
+            ),
+        }
+    }
+    /// Whether RUN steps can run at all (runc + root).
+    pub fn can_run(&self) -> bool {
+        self.runc.is_some() && self.is_root
+    }
+}
+
+/// Find `runc` on PATH.
+pub(crate) fn find_runc() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("runc"))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Probe the host: runc, root, overlayfs (by a test mount in a temp dir).
+pub fn detect() -> Result<Capabilities> {
+    let runc = find_runc();
+    let runc_version = runc.as_ref().and_then(|r| {
+        let out = std::process::Command::new(r)
+            .arg("--version")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(str::to_string)
+    });
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let (overlay, overlay_error) = match probe_overlay() {
+        Ok(()) => (true, None),
+        Err(e) => (false, Some(format!("{e:#}"))),
+    };
+    Ok(Capabilities {
+        runc,
+        runc_version,
+        is_root,
+        overlay,
+        overlay_error,
+    })
+}
+
+fn probe_overlay() -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("wbuild-overlay-probe")
+        .tempdir()
+        .context("creating probe dir")?;
+    let d = dir.path();
+    for sub in ["lower", "upper", "work", "merged"] {
+        std::fs::create_dir(d.join(sub))?;
+    }
+    std::fs::write(d.join("lower/f"), b"x")?;
+    mount_overlay(
+        &[d.join("lower")],
+        &d.join("upper"),
+        &d.join("work"),
+        &d.join("merged"),
+    )?;
+    let check = (|| -> Result<()> {
+        if std::fs::read(d.join("merged/f"))? != b"x" {
+            bail!("lower file not visible through the overlay");
+        }
+        std::fs::write(d.join("merged/g"), b"y")?;
+        std::fs::remove_file(d.join("merged/f"))?;
+        Ok(())
+    })();
+    unmount(&d.join("merged"))?;
+    check?;
+    if !d.join("upper/g").exists() {
+        bail!("write did not land in the upper dir");
+    }
+    Ok(())
+}
