@@ -74,3 +74,57 @@ impl Wbuild {
         serde_json::from_str(&self.ok(&args)).unwrap()
     }
 }
+
+/// Whether `tool` is on PATH. In CI a missing tool is a failure (CI installs it); elsewhere the
+/// caller skips with a printed reason.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is missing; CI must install it (see .ci/run)"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+fn sh(script: &str, dir: &Path) {
+    let out = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small busybox base image as an OCI layout tar, made with umoci from Debian's
+/// busybox-static: PATH=/usr/local/bin:/bin, WorkingDir /home, Cmd /bin/sh, ref name `bb`.
+/// Returns None (after printing why) when the tools are missing outside CI.
+pub fn busybox_oci_tar(dir: &Path) -> Option<PathBuf> {
+    if !have_tool("umoci") || !have_tool("busybox") {
+        return None;
+    }
+    sh(
+        "umoci init --layout L
+         umoci new --image L:bb
+         umoci unpack --image L:bb B
+         mkdir -p B/rootfs/bin B/rootfs/etc B/rootfs/tmp
+         cp \"$(command -v busybox)\" B/rootfs/bin/busybox
+         for a in sh ls cat echo touch mkdir rm id; do ln -s busybox B/rootfs/bin/$a; done
+         echo 'root:x:0:0:root:/root:/bin/sh' > B/rootfs/etc/passwd
+         umoci repack --image L:bb B
+         umoci config --image L:bb --config.env PATH=/usr/local/bin:/bin \
+           --config.workingdir /home --config.cmd /bin/sh
+         tar -C L -cf bb.tar .",
+        dir,
+    );
+    Some(dir.join("bb.tar"))
+}

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::catalog::{self, StoreImages, familiar};
 use crate::frontend::bindings::{KeyValue, Platform};
-use crate::frontend::{CallContext, EmptyImages, Input, Limits, Runtime, embedded};
+use crate::frontend::{CallContext, Input, Limits, Runtime, embedded};
 use crate::graph;
+use crate::store::Store;
 
 /// Build container images from build files whose language is a WebAssembly component.
 #[derive(Parser, Debug)]
@@ -38,6 +40,25 @@ pub enum Command {
     Plan(PlanOpts),
     /// List the frontends built into wbuild and those compiled in the cache
     Frontends,
+    /// Import a docker-archive (`docker save`) or OCI layout, as a tar file or a directory
+    Import {
+        /// The archive
+        file: PathBuf,
+        /// Name the imported image (repeatable); needed when the archive carries no name
+        #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+        tags: Vec<String>,
+    },
+    /// List the images in the store
+    Images,
+    /// Remove image names (their blobs go with the next `prune`)
+    Rm {
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Delete blobs no image needs and temp files left by interrupted runs
+    Prune,
+    /// Show how much disk the store uses
+    Du,
     /// Tools for checking frontends and parsers
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -107,15 +128,17 @@ pub struct Reported(pub String);
 
 /// Run the command line; the returned error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let root = cli
-        .root
-        .clone()
-        .unwrap_or_else(crate::store::Store::default_root);
+    let root = cli.root.clone().unwrap_or_else(Store::default_root);
     match cli.command {
         None => build(&root, &cli.build),
         Some(Command::Build(opts)) => build(&root, &opts),
         Some(Command::Plan(opts)) => plan(&root, &opts),
         Some(Command::Frontends) => frontends(&root),
+        Some(Command::Import { file, tags }) => import(&root, &file, &tags),
+        Some(Command::Images) => images(&root),
+        Some(Command::Rm { names }) => rm(&root, &names),
+        Some(Command::Prune) => prune(&root),
+        Some(Command::Du) => du(&root),
         Some(Command::Debug(DebugCommand::Ast { file })) => debug_ast(&file),
     }
 }
@@ -226,7 +249,7 @@ fn translate(root: &Path, opts: &BuildOpts) -> anyhow::Result<Planned> {
         build_platform: host_platform(),
     };
     let cx = CallContext {
-        images: Arc::new(EmptyImages),
+        images: Arc::new(StoreImages::new(Store::open(root)?)),
         context_dir: Some(opts.context.clone()),
     };
     let translation = match rt.translate(&fe, &input, &cx)? {
@@ -313,5 +336,85 @@ fn debug_ast(file: &Path) -> anyhow::Result<()> {
             };
             Err(Reported(diagnostics::render(&[d], &source, false)).into())
         }
+    }
+}
+
+fn import(root: &Path, file: &Path, tags: &[String]) -> anyhow::Result<()> {
+    let store = Store::open(root)?;
+    for (name, digest) in catalog::import(&store, file, tags)? {
+        println!("{} {digest}", familiar(&name));
+    }
+    Ok(())
+}
+
+fn images(root: &Path) -> anyhow::Result<()> {
+    let store = Store::open(root)?;
+    println!("{:<40} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+    for img in catalog::list(&store)? {
+        println!(
+            "{:<40} {:<19} {:>10}  {}",
+            familiar(&img.name),
+            &img.manifest_digest.to_string()[..19],
+            human_bytes(img.size()),
+            img.config.created.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+fn rm(root: &Path, names: &[String]) -> anyhow::Result<()> {
+    let store = Store::open(root)?;
+    for n in names {
+        println!("removed {}", familiar(&catalog::remove(&store, n)?));
+    }
+    Ok(())
+}
+
+fn prune(root: &Path) -> anyhow::Result<()> {
+    let store = Store::open(root)?;
+    let freed = catalog::prune(&store)?;
+    println!("freed {} ({freed} bytes)", human_bytes(freed));
+    Ok(())
+}
+
+fn du(root: &Path) -> anyhow::Result<()> {
+    let store = Store::open(root)?;
+    let u = store.disk_usage()?;
+    println!("{:<12} {:>8} {:>12}", "KIND", "COUNT", "SIZE");
+    println!(
+        "{:<12} {:>8} {:>12}",
+        "blobs",
+        u.blobs,
+        human_bytes(u.blob_bytes)
+    );
+    println!("{:<12} {:>8} {:>12}", "images", u.refs, "-");
+    println!(
+        "{:<12} {:>8} {:>12}",
+        "cache",
+        u.cache_entries,
+        human_bytes(u.cache_bytes)
+    );
+    println!(
+        "{:<12} {:>8} {:>12}",
+        "temp",
+        u.tmp_files,
+        human_bytes(u.tmp_bytes)
+    );
+    Ok(())
+}
+
+/// `1.5 MiB`-style sizes.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
     }
 }

@@ -1,0 +1,228 @@
+//! Local images: names in the store pointing at OCI manifests, and what is built on that —
+//! importing archives, listing, removing, pruning unreferenced blobs, and answering the
+//! frontends' `resolve-image-config` for images the store has.
+
+mod reference;
+
+pub use reference::{familiar, normalize};
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use oci_spec::image::ImageManifest;
+
+use crate::frontend::ImageResolver;
+use crate::frontend::bindings::{ImageConfig as FrontendImageConfig, KeyValue, Platform};
+use crate::image::{self, BlobSink, BlobSource, ImageConfig};
+use crate::store::{Digest, Store};
+
+fn digest(s: &str) -> io::Result<Digest> {
+    s.parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}")))
+}
+
+fn io_err(e: crate::store::StoreError) -> io::Error {
+    io::Error::other(e)
+}
+
+impl BlobSource for Store {
+    fn open_blob(&self, d: &str) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(
+            Store::open_blob(self, &digest(d)?).map_err(io_err)?,
+        ))
+    }
+
+    fn blob_size(&self, d: &str) -> io::Result<u64> {
+        Store::blob_size(self, &digest(d)?).map_err(io_err)
+    }
+}
+
+impl BlobSink for Store {
+    fn put_blob(&self, reader: &mut dyn Read, expected: Option<&str>) -> io::Result<(String, u64)> {
+        let expected = expected.map(digest).transpose()?;
+        let (d, size) = self
+            .put_blob_from_reader(reader, expected.as_ref())
+            .map_err(io_err)?;
+        Ok((d.to_string(), size))
+    }
+}
+
+/// An image the store has under a name.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub name: String,
+    pub manifest_digest: Digest,
+    pub manifest: ImageManifest,
+    pub config: ImageConfig,
+}
+
+impl LocalImage {
+    /// Bytes of the config and all layers (as stored, i.e. compressed).
+    pub fn size(&self) -> u64 {
+        self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+    }
+
+    /// Every blob the image needs: manifest, config, layers.
+    pub fn blobs(&self) -> anyhow::Result<Vec<Digest>> {
+        let mut out = vec![self.manifest_digest.clone()];
+        out.push(self.manifest.config().digest().to_string().parse()?);
+        for l in self.manifest.layers() {
+            out.push(l.digest().to_string().parse()?);
+        }
+        Ok(out)
+    }
+}
+
+fn read_blob(store: &Store, d: &Digest) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    store
+        .open_blob(d)?
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading blob {d}"))?;
+    Ok(bytes)
+}
+
+/// The image named `reference` (any spelling Docker accepts), if the store has it.
+pub fn lookup(store: &Store, reference: &str) -> anyhow::Result<Option<LocalImage>> {
+    let name = normalize(reference).map_err(anyhow::Error::msg)?;
+    let Some(manifest_digest) = store.get_ref(&name)? else {
+        return Ok(None);
+    };
+    load(store, name, manifest_digest).map(Some)
+}
+
+fn load(store: &Store, name: String, manifest_digest: Digest) -> anyhow::Result<LocalImage> {
+    let manifest: ImageManifest = serde_json::from_slice(&read_blob(store, &manifest_digest)?)
+        .with_context(|| format!("{name}: manifest {manifest_digest} is not an image manifest"))?;
+    let config_digest: Digest = manifest.config().digest().to_string().parse()?;
+    let config = ImageConfig::from_json(&read_blob(store, &config_digest)?)
+        .with_context(|| format!("{name}: config {config_digest} is not an image config"))?;
+    Ok(LocalImage {
+        name,
+        manifest_digest,
+        manifest,
+        config,
+    })
+}
+
+/// Every named image, sorted by name.
+pub fn list(store: &Store) -> anyhow::Result<Vec<LocalImage>> {
+    store
+        .list_refs()?
+        .into_iter()
+        .map(|(name, d)| load(store, name, d))
+        .collect()
+}
+
+/// Import a docker-archive or OCI layout (tar or directory). Images are named by the names
+/// the archive carries, plus `tags` (which apply to the single image of the archive).
+/// Returns the names set, with their manifest digests.
+pub fn import(
+    store: &Store,
+    path: &Path,
+    tags: &[String],
+) -> anyhow::Result<Vec<(String, Digest)>> {
+    let images =
+        image::import_path(path, store).with_context(|| format!("importing {}", path.display()))?;
+    if images.is_empty() {
+        bail!("{}: the archive holds no image", path.display());
+    }
+    if !tags.is_empty() && images.len() > 1 {
+        bail!(
+            "{}: the archive holds {} images; -t can only name one (import without -t to keep \
+             the archive's own names)",
+            path.display(),
+            images.len()
+        );
+    }
+    let mut named = Vec::new();
+    for img in &images {
+        let digest: Digest = img.manifest_digest.parse()?;
+        let mut names: Vec<String> = img.names.iter().chain(tags).cloned().collect();
+        if names.is_empty() {
+            bail!(
+                "{}: image {} has no name in the archive; name it with -t NAME[:TAG]",
+                path.display(),
+                img.manifest_digest
+            );
+        }
+        names.dedup();
+        for n in names {
+            let n = normalize(&n).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            store.set_ref(&n, &digest)?;
+            named.push((n, digest.clone()));
+        }
+    }
+    Ok(named)
+}
+
+/// Remove a name. The blobs stay until `prune`.
+pub fn remove(store: &Store, reference: &str) -> anyhow::Result<String> {
+    let name = normalize(reference).map_err(anyhow::Error::msg)?;
+    if !store.remove_ref(&name)? {
+        bail!("no image named {reference}; `wbuild images` lists them");
+    }
+    Ok(name)
+}
+
+/// Drop every blob no named image needs, and temp files left by killed processes.
+/// Returns the bytes freed.
+pub fn prune(store: &Store) -> anyhow::Result<u64> {
+    let _gc = store.lock(Store::GC_LOCK)?;
+    let mut keep = HashSet::new();
+    for img in list(store)? {
+        keep.extend(img.blobs()?);
+    }
+    store.cleanup_tmp()?;
+    Ok(store.prune_blobs(&keep)?)
+}
+
+/// Answers frontends' `resolve-image-config` from the store: the config of a local image, or an
+/// empty config for images the store does not have (pulling arrives with registry support).
+pub struct StoreImages {
+    store: Store,
+}
+
+impl StoreImages {
+    pub fn new(store: Store) -> Self {
+        StoreImages { store }
+    }
+}
+
+impl ImageResolver for StoreImages {
+    fn resolve(
+        &self,
+        reference: &str,
+        _platform: &Platform,
+    ) -> Result<FrontendImageConfig, String> {
+        let img = match lookup(&self.store, reference) {
+            Ok(Some(img)) => img,
+            Ok(None) => return crate::frontend::EmptyImages.resolve(reference, _platform),
+            Err(e) => return Err(format!("{reference}: {e:#}")),
+        };
+        let c = &img.config.config;
+        Ok(FrontendImageConfig {
+            digest: Some(img.manifest_digest.to_string()),
+            env: c
+                .env
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => KeyValue {
+                        key: k.into(),
+                        value: v.into(),
+                    },
+                    None => KeyValue {
+                        key: kv.clone(),
+                        value: String::new(),
+                    },
+                })
+                .collect(),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            user: c.user.clone().unwrap_or_default(),
+            shell: c.shell.clone(),
+            onbuild: c.on_build.clone(),
+        })
+    }
+}
