@@ -66,7 +66,7 @@ impl LocalImage {
 
     /// Every blob the image needs: manifest, config, layers.
     pub fn blobs(&self) -> anyhow::Result<Vec<Digest>> {
-        let mut out = vec![self.manifest_digest.clone()];
+        let mut out = vec![self.manifest_digest];
         out.push(self.manifest.config().digest().to_string().parse()?);
         for l in self.manifest.layers() {
             out.push(l.digest().to_string().parse()?);
@@ -152,7 +152,7 @@ pub fn import(
         for n in names {
             let n = normalize(&n).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             store.set_ref(&n, &digest)?;
-            named.push((n, digest.clone()));
+            named.push((n, digest));
         }
     }
     Ok(named)
