@@ -111,11 +111,12 @@ pub fn reachable(graph: &Graph) -> Vec<u32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
+    //! Builders of small IR graphs for the host's unit tests.
     use super::*;
     use crate::frontend::bindings::{CopyOp, ImageRef, OpNode, Span};
 
-    fn span(line: u32) -> Span {
+    pub fn span(line: u32) -> Span {
         Span {
             line,
             column: 1,
@@ -124,7 +125,7 @@ mod tests {
         }
     }
 
-    fn stage(base: Base, copy_from: &[u32]) -> Stage {
+    pub fn stage(base: Base, copy_from: &[u32]) -> Stage {
         Stage {
             name: None,
             base,
@@ -152,12 +153,18 @@ mod tests {
         }
     }
 
-    fn image() -> Base {
+    pub fn image() -> Base {
         Base::Image(ImageRef {
             reference: "busybox".into(),
             platform: None,
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{image, stage};
+    use super::*;
 
     #[test]
     fn prunes_to_what_the_target_reaches() {

@@ -101,33 +101,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::bindings::{Base, ImageRef, Span, Stage};
+    use crate::frontend::bindings::Base;
+    use crate::graph::testing::{image, stage};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    fn graph(bases: &[Option<u32>], target: u32) -> Graph {
-        let span = Span {
-            line: 1,
-            column: 1,
-            end_line: 1,
-            end_column: 1,
-        };
+    /// Stage i starts from an image or from stage `bases[i]`, and copies from `copies[i]`.
+    fn graph(bases: &[Option<u32>], copies: &[&[u32]], target: u32) -> Graph {
         Graph {
             stages: bases
                 .iter()
-                .map(|b| Stage {
-                    name: None,
-                    base: match b {
-                        Some(i) => Base::Stage(*i),
-                        None => Base::Image(ImageRef {
-                            reference: "busybox".into(),
-                            platform: None,
-                        }),
-                    },
-                    platform: None,
-                    ops: vec![],
-                    span,
-                    text: String::new(),
+                .enumerate()
+                .map(|(i, b)| {
+                    let base = b.map_or_else(image, Base::Stage);
+                    stage(base, copies.get(i).copied().unwrap_or(&[]))
                 })
                 .collect(),
             target,
@@ -137,7 +124,7 @@ mod tests {
     #[test]
     fn dependencies_first_and_unneeded_stages_never_run() {
         // 0 <- 2 <- 3, 1 unused.
-        let g = graph(&[None, None, Some(0), Some(2)], 3);
+        let g = graph(&[None, None, Some(0), Some(2)], &[], 3);
         let order = Mutex::new(Vec::new());
         let done = run_stages(&g, 4, |i, inputs| {
             order.lock().unwrap().push(i);
@@ -154,24 +141,7 @@ mod tests {
     #[test]
     fn independent_stages_run_at_the_same_time_within_jobs() {
         // Stages 0 and 1 are independent; 2 starts from 0 and copies from 1.
-        let mut g = graph(&[None, None, Some(0)], 2);
-        // Make stage 2 depend on stage 1 too, through a COPY --from.
-        let span = g.stages[2].span;
-        g.stages[2].ops.push(crate::frontend::bindings::OpNode {
-            op: crate::frontend::bindings::Op::Copy(crate::frontend::bindings::CopyOp {
-                from: crate::frontend::bindings::Source::Stage(1),
-                sources: vec![],
-                dest: "/".into(),
-                chown: None,
-                chmod: None,
-                link: false,
-                parents: false,
-                excludes: vec![],
-                add: None,
-            }),
-            span,
-            text: String::new(),
-        });
+        let g = graph(&[None, None, Some(0)], &[&[], &[], &[1]], 2);
         // Count how many stages run at once: each holds its slot long enough for any stage
         // that could start alongside it to do so.
         let max_running = |jobs: usize| {
@@ -194,7 +164,7 @@ mod tests {
 
     #[test]
     fn the_first_failure_stops_new_stages() {
-        let g = graph(&[None, Some(0), Some(1)], 2);
+        let g = graph(&[None, Some(0), Some(1)], &[], 2);
         let ran = Mutex::new(Vec::new());
         let err = run_stages(&g, 2, |i, _| {
             ran.lock().unwrap().push(i);
