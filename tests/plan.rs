@@ -246,12 +246,13 @@ fn errors_name_file_line_and_text() {
 }
 
 #[test]
-fn build_stops_after_planning_with_a_clear_message() {
+fn build_names_a_base_image_missing_from_the_store() {
     let wb = common::Wbuild::new();
     let dir = common::repo().join("examples/named-stages");
     let err = wb.fails(&[dir.to_str().unwrap()]);
-    assert!(err.contains("planned 2 of 3 stages"), "{err}");
-    assert!(err.contains("wbuild plan"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("busybox is not in the store"), "{err}");
+    assert!(err.contains("wbuild import"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! [`frontend`] (load, compile-cache and call components) → [`graph`] (validate the IR, prune to
 //! the target) → solver, executor, store and exporters (to come), with [`cli`] at the edge.
 
+pub mod build;
 pub mod catalog;
 pub mod cli;
 pub mod context;

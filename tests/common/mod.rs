@@ -118,7 +118,9 @@ pub fn busybox_oci_tar(dir: &Path) -> Option<PathBuf> {
          umoci unpack --image L:bb B
          mkdir -p B/rootfs/bin B/rootfs/etc B/rootfs/tmp
          cp \"$(command -v busybox)\" B/rootfs/bin/busybox
-         for a in sh ls cat echo touch mkdir rm id; do ln -s busybox B/rootfs/bin/$a; done
+         for a in $(B/rootfs/bin/busybox --list); do
+           [ \"$a\" = busybox ] || ln -s busybox B/rootfs/bin/$a
+         done
          echo 'root:x:0:0:root:/root:/bin/sh' > B/rootfs/etc/passwd
          umoci repack --image L:bb B
          umoci config --image L:bb --config.env PATH=/usr/local/bin:/bin \
@@ -127,4 +129,27 @@ pub fn busybox_oci_tar(dir: &Path) -> Option<PathBuf> {
         dir,
     );
     Some(dir.join("bb.tar"))
+}
+
+/// A Wbuild whose store has the busybox base imported as `busybox:latest` (and `bb:latest`),
+/// ready to build the examples. None (after printing why) when tools are missing outside CI.
+pub fn with_busybox() -> Option<Wbuild> {
+    if !have_tool("runc") {
+        return None;
+    }
+    let wb = Wbuild::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = busybox_oci_tar(dir.path())?;
+    wb.ok(&["import", tar.to_str().unwrap(), "-t", "busybox"]);
+    Some(wb)
+}
+
+/// Run and require success; returns stderr (where build progress goes).
+impl Wbuild {
+    pub fn build(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "wbuild {args:?} failed:\n{err}");
+        err
+    }
 }

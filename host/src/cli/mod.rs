@@ -100,6 +100,23 @@ pub struct BuildOpts {
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
 
+    /// Also write the result: type=oci,dest=PATH[.tar] | type=docker,dest=FILE.tar |
+    /// type=local,dest=DIR (repeatable)
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    pub outputs: Vec<String>,
+
+    /// Run every step, ignoring the build cache
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Stages built at the same time [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Write the image ID (the config digest) to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+
     /// The build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -288,15 +305,71 @@ fn plan(root: &Path, opts: &PlanOpts) -> anyhow::Result<()> {
 
 fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
     let planned = translate(root, opts)?;
-    let graph = &planned.translation.graph;
-    let stages = graph::reachable(graph);
-    bail!(
-        "{}: planned {} of {} stages, but this wbuild cannot run builds yet (the layer store and \
-         executor are not implemented); use `wbuild plan` to see the stage graph",
-        planned.file_name,
-        stages.len(),
-        graph.stages.len()
-    )
+    let outputs = opts
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = Store::open(root)?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?),
+        _ => None,
+    };
+    let build_opts = crate::build::BuildOptions {
+        jobs: opts
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        no_cache: opts.no_cache,
+        tags: opts.tags.clone(),
+        outputs,
+        source_date_epoch,
+        platform: match &opts.platform {
+            Some(p) => parse_platform(p)?,
+            None => host_platform(),
+        },
+        file_name: planned.file_name.clone(),
+    };
+    let builder = crate::build::Builder::new(&store, &opts.context, build_opts)?;
+    let result = builder.build(&planned.translation.graph)?;
+    if let Some(f) = &opts.iidfile {
+        std::fs::write(f, &result.config_digest)
+            .with_context(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    eprintln!(
+        "built {} ({} steps ran, {} cached)",
+        result.manifest_digest, result.ran, result.cached
+    );
+    for t in &opts.tags {
+        eprintln!("named {t}");
+    }
+    Ok(())
+}
+
+/// `type=oci,dest=out.tar` and friends.
+fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            _ => bail!("-o {spec:?}: expected type=oci|docker|local,dest=PATH"),
+        }
+    }
+    let Some(dest) = dest else {
+        bail!("-o {spec:?}: dest=PATH is missing");
+    };
+    Ok(match kind {
+        Some("oci") => crate::build::Output::Oci(dest),
+        Some("docker") => crate::build::Output::Docker(dest),
+        Some("local") => crate::build::Output::Local(dest),
+        other => bail!(
+            "-o {spec:?}: unknown type {:?}; use oci, docker or local",
+            other.unwrap_or("")
+        ),
+    })
 }
 
 fn frontends(root: &Path) -> anyhow::Result<()> {

@@ -1,0 +1,766 @@
+//! Running a build: the stage graph from a frontend, executed step by step on the store.
+//!
+//! Each stage starts from its base (scratch, a local image, or another stage's result) and
+//! applies its ops in order. Every op gets a cache key (`solve::op_cache_key`); an op that
+//! changes the filesystem (RUN, COPY, a missing WORKDIR) looks its key up in the store's cache
+//! index and runs only on a miss, producing a layer blob. Config-only ops edit the image config.
+//! Filesystems are materialised lazily as flattened snapshots under the store's `snapshots/`,
+//! only when a step has to look at or run in them.
+
+mod copy;
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog;
+use crate::context::{Context, HashMemo, IgnoreRules};
+use crate::exec::{self, ExtraMount, RunSpec};
+use crate::frontend::bindings::{
+    Base, CopyOp, CopySource, Graph, Mount, Network, Op, OpNode, Platform, RunOp, Source, Stage,
+};
+use crate::image::config::DEFAULT_PATH;
+use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
+use crate::snapshot::{self, Compression, DiffOptions, LayerWriter};
+use crate::solve::{self, StepInputs};
+use crate::store::{Digest, Store};
+
+/// Where the result goes besides the store.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// OCI image layout: a tar file when the path ends in `.tar`, else a directory.
+    Oci(PathBuf),
+    /// OCI layout plus `manifest.json`, loadable by `docker load`, podman and skopeo.
+    Docker(PathBuf),
+    /// The final filesystem as a directory.
+    Local(PathBuf),
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub jobs: usize,
+    pub no_cache: bool,
+    /// Names for the result in the store (`-t`).
+    pub tags: Vec<String>,
+    pub outputs: Vec<Output>,
+    /// `SOURCE_DATE_EPOCH`: clamps file times and fixes the config's timestamps.
+    pub source_date_epoch: Option<i64>,
+    pub platform: Platform,
+    /// The build file's name, for messages.
+    pub file_name: String,
+}
+
+/// A layer as the manifest and the cache index record it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LayerRef {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    media_type: String,
+}
+
+/// What the cache index maps a step's key to.
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheRecord {
+    layer: Option<LayerRef>,
+}
+
+/// A stage's state between ops, and its result.
+#[derive(Clone)]
+struct StageState {
+    key: Digest,
+    config: ConfigBuilder,
+    layers: Vec<LayerRef>,
+    /// Key of the newest materialised snapshot of this chain, and how many of `layers` it has.
+    snapshot: Option<(Digest, usize)>,
+}
+
+/// The outcome of a build.
+pub struct BuildResult {
+    pub manifest_digest: Digest,
+    pub config_digest: String,
+    /// Steps that ran and steps taken from the cache.
+    pub ran: usize,
+    pub cached: usize,
+}
+
+/// Runs builds against one store and build context.
+pub struct Builder<'a> {
+    store: &'a Store,
+    context: Context,
+    memo: Mutex<HashMemo>,
+    opts: BuildOptions,
+    counts: Mutex<(usize, usize)>,
+    log: Mutex<()>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(store: &'a Store, context_dir: &Path, opts: BuildOptions) -> anyhow::Result<Self> {
+        let context = Context::open(context_dir)?;
+        let memo = HashMemo::load(&store.root().join("cache/context-hashes.json"))
+            .unwrap_or_else(|_| HashMemo::in_memory());
+        Ok(Builder {
+            store,
+            context,
+            memo: Mutex::new(memo),
+            opts,
+            counts: Mutex::new((0, 0)),
+            log: Mutex::new(()),
+        })
+    }
+
+    fn say(&self, line: &str) {
+        let _g = self.log.lock().unwrap();
+        eprintln!("{line}");
+    }
+
+    /// Build the graph's target and name/export the result.
+    pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
+        let _gc = self.store.lock_shared(Store::GC_LOCK)?;
+        let results = solve::run_stages(graph, self.opts.jobs, |index, deps| {
+            self.build_stage(graph, index, deps)
+        })
+        .map_err(|f| f.error)?;
+        if let Ok(mut memo) = self.memo.lock() {
+            let _ = memo.save();
+        }
+        let target = &results[&graph.target];
+        let result = self.commit_image(target)?;
+        for out in &self.opts.outputs {
+            self.export(out, target, &result)?;
+        }
+        Ok(result)
+    }
+
+    fn build_stage(
+        &self,
+        graph: &Graph,
+        index: u32,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<StageState> {
+        let stage = &graph.stages[index as usize];
+        let label = stage_label(stage, index);
+        let mut state = self.base_state(stage, deps)?;
+        let total = stage.ops.len();
+        self.say(&format!("[{label} 0/{total}] {}", stage.text));
+        for (i, node) in stage.ops.iter().enumerate() {
+            let step = format!("[{label} {}/{total}] {}", i + 1, node.text);
+            self.apply_op(&mut state, node, deps, &step)
+                .with_context(|| {
+                    format!("{}:{}: {}", self.opts.file_name, node.span.line, node.text)
+                })?;
+        }
+        Ok(state)
+    }
+
+    fn base_state(
+        &self,
+        stage: &Stage,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<StageState> {
+        let platform = stage.platform.clone().unwrap_or(self.opts.platform.clone());
+        let created = self
+            .opts
+            .source_date_epoch
+            .map(crate::image::config::rfc3339);
+        match &stage.base {
+            Base::Stage(i) => Ok(deps[i].clone()),
+            Base::Scratch => {
+                let mut config = ConfigBuilder::scratch(&platform.os, &platform.architecture);
+                config.created(created);
+                Ok(StageState {
+                    key: solve::stage_base_key(&stage.base, None, &platform),
+                    config,
+                    layers: vec![],
+                    snapshot: None,
+                })
+            }
+            Base::Image(r) => {
+                let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
+                    format!(
+                        "{}:{}: image {} is not in the store; import it with `wbuild import` \
+                         (pulling from registries is not supported yet)",
+                        self.opts.file_name, stage.span.line, r.reference
+                    )
+                })?;
+                let layers = img
+                    .manifest
+                    .layers()
+                    .iter()
+                    .zip(&img.config.rootfs.diff_ids)
+                    .map(|(l, diff_id)| LayerRef {
+                        digest: l.digest().to_string(),
+                        diff_id: diff_id.clone(),
+                        size: l.size(),
+                        media_type: l.media_type().to_string(),
+                    })
+                    .collect();
+                let mut config = ConfigBuilder::from_base(img.config.clone());
+                // ONBUILD triggers were run by the frontend; they do not carry over.
+                config.take_onbuild();
+                config.created(created);
+                let digest = img.manifest_digest.to_string();
+                Ok(StageState {
+                    key: solve::stage_base_key(&stage.base, Some(&digest), &platform),
+                    config,
+                    layers,
+                    snapshot: None,
+                })
+            }
+        }
+    }
+
+    fn apply_op(
+        &self,
+        state: &mut StageState,
+        node: &OpNode,
+        deps: &HashMap<u32, StageState>,
+        step: &str,
+    ) -> anyhow::Result<()> {
+        let op = &node.op;
+        match op {
+            Op::Run(run) => self.cached_step(state, op, StepInputs::default(), step, |b, st| {
+                b.run_step(st, run)
+            }),
+            Op::Copy(copy) => {
+                let inputs = self.copy_inputs(copy, deps)?;
+                self.cached_step(state, op, inputs, step, |b, st| {
+                    b.copy_step(st, copy, &node.text, deps)
+                })
+            }
+            Op::Workdir(dir) => {
+                state.config.workdir(dir);
+                self.cached_step(state, op, StepInputs::default(), step, |b, st| {
+                    b.mkdir_step(st, dir)
+                })
+            }
+            _ => {
+                apply_config(&mut state.config, op, &node.text);
+                state.key = solve::op_cache_key(&state.key, op, &StepInputs::default());
+                Ok(())
+            }
+        }
+    }
+
+    /// Run `work` for a filesystem step unless the cache has its key; record its layer.
+    fn cached_step(
+        &self,
+        state: &mut StageState,
+        op: &Op,
+        inputs: StepInputs,
+        step: &str,
+        work: impl FnOnce(&Self, &mut StageState) -> anyhow::Result<(Option<LayerRef>, String)>,
+    ) -> anyhow::Result<()> {
+        let key = solve::op_cache_key(&state.key, op, &inputs);
+        let hit = if self.opts.no_cache {
+            None
+        } else {
+            self.store
+                .get_cache(&key)?
+                .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok())
+                .filter(|r| {
+                    r.layer.as_ref().is_none_or(|l| {
+                        l.digest
+                            .parse()
+                            .is_ok_and(|d: Digest| self.store.has_blob(&d))
+                    })
+                })
+        };
+        let (layer, history) = match hit {
+            Some(rec) => {
+                self.say(&format!("{step}\n  CACHED"));
+                self.counts.lock().unwrap().1 += 1;
+                (rec.layer, history_text(op))
+            }
+            None => {
+                let started = Instant::now();
+                self.say(step);
+                let (layer, history) = work(self, state)?;
+                let rec = CacheRecord {
+                    layer: layer.clone(),
+                };
+                self.store.put_cache(&key, &serde_json::to_vec(&rec)?)?;
+                self.say(&format!("  DONE {:.1}s", started.elapsed().as_secs_f64()));
+                self.counts.lock().unwrap().0 += 1;
+                (layer, history)
+            }
+        };
+        match &layer {
+            Some(l) => {
+                state.config.layer(&history, &l.diff_id);
+                state.layers.push(l.clone());
+            }
+            None => {
+                state.config.config_only(&history);
+            }
+        }
+        state.key = key;
+        Ok(())
+    }
+
+    /// A flattened snapshot of the state's filesystem, materialised if needed.
+    fn rootfs(&self, state: &mut StageState) -> anyhow::Result<PathBuf> {
+        let dir = self.store.snapshots_dir().join(state.key.hex());
+        if dir.is_dir() {
+            state.snapshot = Some((state.key, state.layers.len()));
+            return Ok(dir);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".snapshot-")
+            .tempdir_in(self.store.snapshots_dir())?;
+        let from = match state.snapshot {
+            Some((key, n)) => {
+                let src = self.store.snapshots_dir().join(key.hex());
+                if src.is_dir() { Some((src, n)) } else { None }
+            }
+            None => None,
+        };
+        let first = match from {
+            Some((src, n)) => {
+                snapshot::copy_tree(&src, tmp.path())?;
+                n
+            }
+            None => 0,
+        };
+        for l in &state.layers[first..] {
+            let d: Digest = l.digest.parse()?;
+            let blob = BufReader::new(self.store.open_blob(&d)?);
+            snapshot::apply_layer(snapshot::decompress(blob)?, tmp.path())
+                .with_context(|| format!("unpacking layer {}", l.digest))?;
+        }
+        let tmp = tmp.keep();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another build made the same snapshot first: use theirs.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        state.snapshot = Some((state.key, state.layers.len()));
+        Ok(dir)
+    }
+
+    /// Write a layer from a directory shaped like an overlay upper; None when it is empty.
+    fn layer_from(&self, upper: &Path) -> anyhow::Result<Option<LayerRef>> {
+        let compression = Compression::Gzip { level: 6 };
+        let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
+        let stats = snapshot::diff_upper(
+            upper,
+            &mut w,
+            &DiffOptions {
+                source_date_epoch: self.opts.source_date_epoch,
+            },
+        )?;
+        if stats.entries == 0 {
+            return Ok(None);
+        }
+        let (digests, blob) = w.finish()?;
+        let (digest, size) = blob.finish(None)?;
+        Ok(Some(LayerRef {
+            digest: digest.to_string(),
+            diff_id: digests.diff_id,
+            size,
+            media_type: compression.media_type().into(),
+        }))
+    }
+
+    fn run_step(
+        &self,
+        state: &mut StageState,
+        run: &RunOp,
+    ) -> anyhow::Result<(Option<LayerRef>, String)> {
+        let rootfs = self.rootfs(state)?;
+        let cfg = state.config.image().config.clone();
+        let mut env: Vec<(String, String)> = cfg
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (kv.clone(), String::new()),
+            })
+            .collect();
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        for kv in &run.extra_env {
+            env.retain(|(k, _)| *k != kv.key);
+            env.push((kv.key.clone(), kv.value.clone()));
+        }
+        let mut mounts = Vec::new();
+        for m in &run.mounts {
+            mounts.push(match m {
+                Mount::Tmpfs(t) => ExtraMount::Tmpfs {
+                    target: t.target.clone(),
+                    size: t.size,
+                },
+                Mount::Text(t) => ExtraMount::File {
+                    target: t.target.clone(),
+                    content: t.content.clone().into_bytes(),
+                    mode: t.mode,
+                },
+                other => bail!(
+                    "RUN --mount of type {} is not supported by `wbuild build` yet",
+                    mount_kind(other)
+                ),
+            });
+        }
+        let work = tempfile::Builder::new()
+            .prefix(".run-")
+            .tempdir_in(self.store.tmp_dir())?;
+        let upper = work.path().join("upper");
+        let ovl_work = work.path().join("work");
+        std::fs::create_dir_all(&upper)?;
+        std::fs::create_dir_all(&ovl_work)?;
+        let spec = RunSpec {
+            state_dir: self.store.root().join("exec"),
+            rootfs_lowers: vec![rootfs],
+            upper: upper.clone(),
+            work: ovl_work,
+            args: run.args.clone(),
+            env,
+            cwd: cfg
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or("/".into()),
+            user: cfg.user.clone().unwrap_or_default(),
+            hostname: "wbuild".into(),
+            network: match run.network {
+                Network::None => exec::Network::None,
+                Network::Host => exec::Network::Host,
+            },
+            mounts,
+        };
+        let mut tail: Vec<u8> = Vec::new();
+        let outcome = exec::run(&spec, &mut |chunk: &[u8]| {
+            tail.extend_from_slice(chunk);
+            let _g = self.log.lock().unwrap();
+            let mut err = std::io::stderr().lock();
+            for line in chunk.split_inclusive(|b| *b == b'\n') {
+                let _ = err.write_all(b"  | ");
+                let _ = err.write_all(line);
+            }
+            if !chunk.ends_with(b"\n") {
+                let _ = err.write_all(b"\n");
+            }
+        })?;
+        if !outcome.success() {
+            bail!("the command exited with code {}", outcome.exit_code);
+        }
+        let layer = self.layer_from(&upper)?;
+        Ok((layer, history_text(&Op::Run(run.clone()))))
+    }
+
+    fn copy_inputs(
+        &self,
+        copy: &CopyOp,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<StepInputs> {
+        let mut inputs = StepInputs::default();
+        match &copy.from {
+            Source::Context => {
+                let paths = path_sources(copy)?;
+                if !paths.is_empty() {
+                    let matches = self.context.resolve_sources(&paths, &copy.excludes)?;
+                    let mut memo = self.memo.lock().unwrap();
+                    inputs.context = Some(self.context.digest(&matches, &mut memo)?);
+                }
+            }
+            Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
+            Source::Image(r) => {
+                let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
+                    format!(
+                        "COPY --from={}: the image is not in the store; import it with `wbuild import`",
+                        r.reference
+                    )
+                })?;
+                inputs.images.push(img.manifest_digest.to_string());
+            }
+        }
+        Ok(inputs)
+    }
+
+    fn copy_step(
+        &self,
+        state: &mut StageState,
+        copy: &CopyOp,
+        text: &str,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<(Option<LayerRef>, String)> {
+        let parent = self.rootfs(state)?;
+        let source_ctx;
+        let from = match &copy.from {
+            Source::Context => &self.context,
+            Source::Stage(i) => {
+                let mut dep = deps[i].clone();
+                let root = self.rootfs(&mut dep)?;
+                source_ctx = Context::with_rules(&root, IgnoreRules::default())?;
+                &source_ctx
+            }
+            Source::Image(r) => {
+                let fake = Stage {
+                    name: None,
+                    base: Base::Image(r.clone()),
+                    platform: r.platform.clone(),
+                    ops: vec![],
+                    span: crate::frontend::bindings::Span {
+                        line: 0,
+                        column: 0,
+                        end_line: 0,
+                        end_column: 0,
+                    },
+                    text: String::new(),
+                };
+                let mut img = self.base_state(&fake, deps)?;
+                let root = self.rootfs(&mut img)?;
+                source_ctx = Context::with_rules(&root, IgnoreRules::default())?;
+                &source_ctx
+            }
+        };
+        let inline: Vec<(String, String)> = copy
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                CopySource::Inline(f) => Some((f.name.clone(), f.content.clone())),
+                _ => None,
+            })
+            .collect();
+        let sources = path_sources(copy)?;
+        let workdir = state
+            .config
+            .image()
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let staging = tempfile::Builder::new()
+            .prefix(".copy-")
+            .tempdir_in(self.store.tmp_dir())?;
+        copy::stage_copy(
+            &copy::CopyRequest {
+                from,
+                from_context: matches!(copy.from, Source::Context),
+                sources: &sources,
+                inline: &inline,
+                excludes: &copy.excludes,
+                dest: &copy.dest,
+                workdir: &workdir,
+                parent_rootfs: Some(&parent),
+                chown: copy.chown.as_deref(),
+                chmod: copy.chmod.as_ref(),
+                parents: copy.parents,
+                unpack: copy.add.as_ref().is_some_and(|a| a.unpack.unwrap_or(true)),
+            },
+            staging.path(),
+        )?;
+        let layer = self.layer_from(staging.path())?;
+        Ok((layer, text.to_string()))
+    }
+
+    /// WORKDIR creates its directory when the filesystem lacks it, as Docker does.
+    fn mkdir_step(
+        &self,
+        state: &mut StageState,
+        dir: &str,
+    ) -> anyhow::Result<(Option<LayerRef>, String)> {
+        let history = format!("WORKDIR {dir}");
+        let parent = self.rootfs(state)?;
+        let rel = dir.trim_start_matches('/');
+        if rel.is_empty() || parent.join(rel).is_dir() {
+            return Ok((None, history));
+        }
+        let staging = tempfile::Builder::new()
+            .prefix(".mkdir-")
+            .tempdir_in(self.store.tmp_dir())?;
+        let mut path = staging.path().to_path_buf();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            path.push(part);
+            std::fs::create_dir(&path)?;
+        }
+        let layer = self.layer_from(staging.path())?;
+        Ok((layer, history))
+    }
+
+    /// Store the config and manifest of the target stage and name it.
+    fn commit_image(&self, target: &StageState) -> anyhow::Result<BuildResult> {
+        let (_, config_bytes, config_digest) = target.config.build();
+        let (cd, csize) = self
+            .store
+            .put_blob_from_reader(&mut config_bytes.as_slice(), None)?;
+        let config_desc = manifest::descriptor(manifest::MEDIA_CONFIG, &cd.to_string(), csize)?;
+        let layers = target
+            .layers
+            .iter()
+            .map(|l| manifest::descriptor(&l.media_type, &l.digest, l.size))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (_, manifest_bytes, _) = manifest::image_manifest(config_desc, layers)?;
+        let (md, _) = self
+            .store
+            .put_blob_from_reader(&mut manifest_bytes.as_slice(), None)?;
+        for tag in &self.opts.tags {
+            let name = catalog::normalize(tag).map_err(anyhow::Error::msg)?;
+            self.store.set_ref(&name, &md)?;
+        }
+        let (ran, cached) = *self.counts.lock().unwrap();
+        Ok(BuildResult {
+            manifest_digest: md,
+            config_digest,
+            ran,
+            cached,
+        })
+    }
+
+    fn export(
+        &self,
+        out: &Output,
+        target: &StageState,
+        result: &BuildResult,
+    ) -> anyhow::Result<()> {
+        let opts = crate::image::ExportOptions {
+            names: self.opts.tags.clone(),
+            mtime: self.opts.source_date_epoch.unwrap_or(0).max(0) as u64,
+        };
+        let digest = result.manifest_digest.to_string();
+        let src: &dyn BlobSource = self.store;
+        match out {
+            Output::Oci(p) if p.extension().is_some_and(|e| e == "tar") => {
+                crate::image::export_oci_tar(src, &digest, &opts, p)?
+            }
+            Output::Oci(p) => crate::image::export_oci_dir(src, &digest, &opts, p)?,
+            Output::Docker(p) => crate::image::export_docker_tar(src, &digest, &opts, p)?,
+            Output::Local(p) => {
+                let mut st = target.clone();
+                let root = self.rootfs(&mut st)?;
+                std::fs::create_dir_all(p)?;
+                snapshot::copy_tree(&root, p)
+                    .with_context(|| format!("writing the filesystem to {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `name` or the stage index, for progress lines.
+fn stage_label(stage: &Stage, index: u32) -> String {
+    match &stage.name {
+        Some(n) => n.clone(),
+        None => format!("stage-{index}"),
+    }
+}
+
+fn mount_kind(m: &Mount) -> &'static str {
+    match m {
+        Mount::Bind(_) => "bind",
+        Mount::Cache(_) => "cache",
+        Mount::Tmpfs(_) => "tmpfs",
+        Mount::Secret(_) => "secret",
+        Mount::Ssh(_) => "ssh",
+        Mount::Text(_) => "text",
+    }
+}
+
+/// The path sources of a COPY; remote sources are refused until network support exists.
+fn path_sources(copy: &CopyOp) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for s in &copy.sources {
+        match s {
+            CopySource::Path(p) => out.push(p.clone()),
+            CopySource::Inline(_) => {}
+            CopySource::Url(u) | CopySource::Git(u) => bail!(
+                "ADD {u}: remote sources are not supported by `wbuild build` yet; download the \
+                 file into the build context and COPY it"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// The history `created_by` of a step, as BuildKit writes it (without the ` # buildkit`).
+fn history_text(op: &Op) -> String {
+    match op {
+        Op::Run(r) => format!("RUN {}", r.args.join(" ")),
+        Op::Copy(c) => format!(
+            "{} {} {}",
+            if c.add.is_some() { "ADD" } else { "COPY" },
+            c.sources
+                .iter()
+                .map(|s| match s {
+                    CopySource::Path(p) | CopySource::Url(p) | CopySource::Git(p) => p.clone(),
+                    CopySource::Inline(f) => format!("<<{}", f.name),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            c.dest
+        ),
+        Op::Workdir(d) => format!("WORKDIR {d}"),
+        _ => String::new(),
+    }
+}
+
+/// Apply a config-only op to the image config, recording history like BuildKit.
+fn apply_config(config: &mut ConfigBuilder, op: &Op, text: &str) {
+    match op {
+        Op::Env(kvs) => {
+            for kv in kvs {
+                config.env(&kv.key, &kv.value);
+            }
+        }
+        Op::Label(kvs) => {
+            for kv in kvs {
+                config.label(&kv.key, &kv.value);
+            }
+        }
+        Op::User(u) => {
+            config.user(u);
+        }
+        Op::Expose(ports) => {
+            for p in ports {
+                config.expose(p);
+            }
+        }
+        Op::Volume(vs) => {
+            for v in vs {
+                config.volume(v);
+            }
+        }
+        Op::Entrypoint(argv) => {
+            // The IR says exactly what changes: ENTRYPOINT alone leaves CMD as it is (a
+            // Dockerfile frontend emits its own `cmd(none)` where Docker resets it).
+            let cmd = config.image().config.cmd.clone();
+            config.entrypoint(argv.clone());
+            config.cmd(cmd);
+        }
+        Op::Cmd(argv) => {
+            config.cmd(argv.clone());
+        }
+        Op::Shell(argv) => {
+            config.shell(argv.clone());
+        }
+        Op::Healthcheck(h) => {
+            config.healthcheck(Some(Healthcheck {
+                test: h.test.clone(),
+                interval: h.interval.unwrap_or(0) as i64,
+                timeout: h.timeout.unwrap_or(0) as i64,
+                start_period: h.start_period.unwrap_or(0) as i64,
+                start_interval: h.start_interval.unwrap_or(0) as i64,
+                retries: h.retries.unwrap_or(0) as i64,
+            }));
+        }
+        Op::Stopsignal(s) => {
+            config.stop_signal(s);
+        }
+        Op::Onbuild(t) => {
+            config.onbuild(t);
+        }
+        Op::Maintainer(m) => {
+            config.author(m);
+        }
+        Op::Arg(_) | Op::Run(_) | Op::Copy(_) | Op::Workdir(_) => {}
+    }
+    if !matches!(op, Op::Run(_) | Op::Copy(_) | Op::Workdir(_)) {
+        config.config_only(text);
+    }
+}
