@@ -167,8 +167,10 @@ pub fn remove(store: &Store, reference: &str) -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// Drop every blob no named image needs, and temp files left by killed processes.
-/// Returns the bytes freed.
+/// Drop every blob no named image needs, the unpacked snapshots (rebuilt on demand from
+/// layers), the cache index entries (they would point at pruned layers) and temp files left by
+/// killed processes. Waits for running builds (they hold the GC lock shared). Returns the bytes
+/// freed.
 pub fn prune(store: &Store) -> anyhow::Result<u64> {
     let _gc = store.lock(Store::GC_LOCK)?;
     let mut keep = HashSet::new();
@@ -176,7 +178,32 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
         keep.extend(img.blobs()?);
     }
     store.cleanup_tmp()?;
-    Ok(store.prune_blobs(&keep)?)
+    let mut freed = store.prune_blobs(&keep)?;
+    for (key, size) in store.list_cache()? {
+        if store.remove_cache(&key)? {
+            freed += size;
+        }
+    }
+    for entry in std::fs::read_dir(store.snapshots_dir())? {
+        let path = entry?.path();
+        freed += tree_size(&path);
+        std::fs::remove_dir_all(&path)
+            .with_context(|| format!("removing snapshot {}", path.display()))?;
+    }
+    Ok(freed)
+}
+
+/// Bytes of the regular files under `path` (not following symlinks).
+fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return if meta.is_file() { meta.len() } else { 0 };
+    }
+    std::fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 /// Answers frontends' `resolve-image-config` from the store: the config of a local image, or an
