@@ -200,3 +200,45 @@ fn a_failing_run_shows_its_output_and_location() {
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("exit 7") && err.contains("code 7"), "{err}");
 }
+
+#[test]
+fn source_date_epoch_gives_the_same_image_cached_or_not() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox AS build\nRUN echo x > /x\n\
+         FROM busybox\nCOPY --from=build /x /y\nCOPY Dockerfile /df\nWORKDIR /w\n",
+    )
+    .unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let iid = |extra: &[&str]| {
+        let file = ctx.path().join("iid");
+        let f = file.to_str().unwrap();
+        let mut args = vec!["build", "--iidfile", f];
+        args.extend_from_slice(extra);
+        args.push(c);
+        let out = wb
+            .cmd()
+            .args(&args)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        read(&file)
+    };
+    let first = iid(&[]);
+    assert!(first.starts_with("sha256:"), "{first}");
+    assert_eq!(iid(&[]), first, "a cached rebuild gives the same image");
+    assert_eq!(
+        iid(&["--no-cache"]),
+        first,
+        "a rebuild from scratch gives the same image"
+    );
+}

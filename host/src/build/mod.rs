@@ -165,10 +165,14 @@ impl<'a> Builder<'a> {
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StageState> {
         let platform = stage.platform.clone().unwrap_or(self.opts.platform.clone());
-        let created = self
-            .opts
-            .source_date_epoch
-            .map(crate::image::config::rfc3339);
+        // Docker records the build time; SOURCE_DATE_EPOCH makes it reproducible.
+        let created = Some(crate::image::config::rfc3339(
+            self.opts.source_date_epoch.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64)
+            }),
+        ));
         match &stage.base {
             Base::Stage(i) => Ok(deps[i].clone()),
             Base::Scratch => {
@@ -225,20 +229,28 @@ impl<'a> Builder<'a> {
     ) -> anyhow::Result<()> {
         let op = &node.op;
         match op {
-            Op::Run(run) => self.cached_step(state, op, StepInputs::default(), step, |b, st| {
-                b.run_step(st, run)
-            }),
+            Op::Run(run) => {
+                let history = format!("RUN {}", run.args.join(" "));
+                self.cached_step(state, op, StepInputs::default(), step, &history, |b, st| {
+                    b.run_step(st, run)
+                })
+            }
             Op::Copy(copy) => {
                 let inputs = self.copy_inputs(copy, deps)?;
-                self.cached_step(state, op, inputs, step, |b, st| {
-                    b.copy_step(st, copy, &node.text, deps)
+                self.cached_step(state, op, inputs, step, &node.text, |b, st| {
+                    b.copy_step(st, copy, deps)
                 })
             }
             Op::Workdir(dir) => {
                 state.config.workdir(dir);
-                self.cached_step(state, op, StepInputs::default(), step, |b, st| {
-                    b.mkdir_step(st, dir)
-                })
+                self.cached_step(
+                    state,
+                    op,
+                    StepInputs::default(),
+                    step,
+                    &node.text,
+                    |b, st| b.mkdir_step(st, dir),
+                )
             }
             _ => {
                 apply_config(&mut state.config, op, &node.text);
@@ -248,14 +260,16 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Run `work` for a filesystem step unless the cache has its key; record its layer.
+    /// Run `work` for a filesystem step unless the cache has its key; record its layer with
+    /// `history` as the history entry (the same whether the step ran or came from the cache).
     fn cached_step(
         &self,
         state: &mut StageState,
         op: &Op,
         inputs: StepInputs,
         step: &str,
-        work: impl FnOnce(&Self, &mut StageState) -> anyhow::Result<(Option<LayerRef>, String)>,
+        history: &str,
+        work: impl FnOnce(&Self, &mut StageState) -> anyhow::Result<Option<LayerRef>>,
     ) -> anyhow::Result<()> {
         let key = solve::op_cache_key(&state.key, op, &inputs);
         let hit = if self.opts.no_cache {
@@ -272,32 +286,32 @@ impl<'a> Builder<'a> {
                     })
                 })
         };
-        let (layer, history) = match hit {
+        let layer = match hit {
             Some(rec) => {
                 self.say(&format!("{step}\n  CACHED"));
                 self.counts.lock().unwrap().1 += 1;
-                (rec.layer, history_text(op))
+                rec.layer
             }
             None => {
                 let started = Instant::now();
                 self.say(step);
-                let (layer, history) = work(self, state)?;
+                let layer = work(self, state)?;
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
                 self.store.put_cache(&key, &serde_json::to_vec(&rec)?)?;
                 self.say(&format!("  DONE {:.1}s", started.elapsed().as_secs_f64()));
                 self.counts.lock().unwrap().0 += 1;
-                (layer, history)
+                layer
             }
         };
         match &layer {
             Some(l) => {
-                state.config.layer(&history, &l.diff_id);
+                state.config.layer(history, &l.diff_id);
                 state.layers.push(l.clone());
             }
             None => {
-                state.config.config_only(&history);
+                state.config.config_only(history);
             }
         }
         state.key = key;
@@ -367,11 +381,7 @@ impl<'a> Builder<'a> {
         }))
     }
 
-    fn run_step(
-        &self,
-        state: &mut StageState,
-        run: &RunOp,
-    ) -> anyhow::Result<(Option<LayerRef>, String)> {
+    fn run_step(&self, state: &mut StageState, run: &RunOp) -> anyhow::Result<Option<LayerRef>> {
         let rootfs = self.rootfs(state)?;
         let cfg = state.config.image().config.clone();
         let mut env: Vec<(String, String)> = cfg
@@ -451,7 +461,7 @@ impl<'a> Builder<'a> {
             bail!("the command exited with code {}", outcome.exit_code);
         }
         let layer = self.layer_from(&upper)?;
-        Ok((layer, history_text(&Op::Run(run.clone()))))
+        Ok(layer)
     }
 
     fn copy_inputs(
@@ -487,9 +497,8 @@ impl<'a> Builder<'a> {
         &self,
         state: &mut StageState,
         copy: &CopyOp,
-        text: &str,
         deps: &HashMap<u32, StageState>,
-    ) -> anyhow::Result<(Option<LayerRef>, String)> {
+    ) -> anyhow::Result<Option<LayerRef>> {
         let parent = self.rootfs(state)?;
         let source_ctx;
         let from = match &copy.from {
@@ -556,21 +565,15 @@ impl<'a> Builder<'a> {
             },
             staging.path(),
         )?;
-        let layer = self.layer_from(staging.path())?;
-        Ok((layer, text.to_string()))
+        self.layer_from(staging.path())
     }
 
     /// WORKDIR creates its directory when the filesystem lacks it, as Docker does.
-    fn mkdir_step(
-        &self,
-        state: &mut StageState,
-        dir: &str,
-    ) -> anyhow::Result<(Option<LayerRef>, String)> {
-        let history = format!("WORKDIR {dir}");
+    fn mkdir_step(&self, state: &mut StageState, dir: &str) -> anyhow::Result<Option<LayerRef>> {
         let parent = self.rootfs(state)?;
         let rel = dir.trim_start_matches('/');
         if rel.is_empty() || parent.join(rel).is_dir() {
-            return Ok((None, history));
+            return Ok(None);
         }
         let staging = tempfile::Builder::new()
             .prefix(".mkdir-")
@@ -580,8 +583,7 @@ impl<'a> Builder<'a> {
             path.push(part);
             std::fs::create_dir(&path)?;
         }
-        let layer = self.layer_from(staging.path())?;
-        Ok((layer, history))
+        self.layer_from(staging.path())
     }
 
     /// Store the config and manifest of the target stage and name it.
@@ -676,28 +678,6 @@ fn path_sources(copy: &CopyOp) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// The history `created_by` of a step, as BuildKit writes it (without the ` # buildkit`).
-fn history_text(op: &Op) -> String {
-    match op {
-        Op::Run(r) => format!("RUN {}", r.args.join(" ")),
-        Op::Copy(c) => format!(
-            "{} {} {}",
-            if c.add.is_some() { "ADD" } else { "COPY" },
-            c.sources
-                .iter()
-                .map(|s| match s {
-                    CopySource::Path(p) | CopySource::Url(p) | CopySource::Git(p) => p.clone(),
-                    CopySource::Inline(f) => format!("<<{}", f.name),
-                })
-                .collect::<Vec<_>>()
-                .join(" "),
-            c.dest
-        ),
-        Op::Workdir(d) => format!("WORKDIR {d}"),
-        _ => String::new(),
-    }
 }
 
 /// Apply a config-only op to the image config, recording history like BuildKit.
