@@ -2,8 +2,8 @@
 //! OCI layouts and Docker-loadable tars, and import of `docker save` / OCI archives.
 //!
 //! This module owns the *format*, not the storage: blobs come from a [`BlobSource`] and go into a
-//! [`BlobSink`], two tiny traits the content-addressed store implements. [`DirBlobs`] is a plain
-//! `blobs/sha256/<hex>` directory implementing both (used by tests and handy for tools).
+//! [`BlobSink`], two tiny traits the content-addressed store implements (`crate::catalog`). A
+//! test-only `DirBlobs` (a plain `blobs/sha256/<hex>` directory) implements both for the tests.
 //!
 //! - [`config`]: [`ImageConfig`] and [`ConfigBuilder`] (Dockerfile config edits, history, diff_ids).
 //! - [`manifest`]: OCI image manifest / index construction, layer media types, canonical JSON.
@@ -24,8 +24,10 @@ pub use manifest::{Compression, canonical_json, image_index, image_manifest};
 
 use sha2::{Digest as _, Sha256};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Read};
+use std::path::Path;
+#[cfg(test)]
+use std::{io::Write, path::PathBuf};
 
 /// Read access to content-addressed blobs (`sha256:<hex>` digests).
 pub trait BlobSource {
@@ -96,6 +98,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+#[cfg(test)]
 /// Blobs in a plain directory: `<root>/blobs/sha256/<hex>` (the OCI layout's blob layout).
 /// Writes go to a temp file that is renamed into place only after its digest checked out.
 #[derive(Debug, Clone)]
@@ -103,6 +106,7 @@ pub struct DirBlobs {
     root: PathBuf,
 }
 
+#[cfg(test)]
 impl DirBlobs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
@@ -116,6 +120,7 @@ impl DirBlobs {
     }
 }
 
+#[cfg(test)]
 impl BlobSource for DirBlobs {
     fn open_blob(&self, digest: &str) -> io::Result<Box<dyn Read + '_>> {
         Ok(Box::new(fs::File::open(self.path_of(digest)?)?))
@@ -125,6 +130,7 @@ impl BlobSource for DirBlobs {
     }
 }
 
+#[cfg(test)]
 impl BlobSink for DirBlobs {
     fn put_blob(&self, reader: &mut dyn Read, expected: Option<&str>) -> io::Result<(String, u64)> {
         if let Some(e) = expected {
