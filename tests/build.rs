@@ -242,3 +242,220 @@ fn source_date_epoch_gives_the_same_image_cached_or_not() {
         "a rebuild from scratch gives the same image"
     );
 }
+
+/// Every file under `dir` whose content contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                todo.push(e.path());
+            } else if ft.is_file() {
+                let data = std::fs::read(e.path()).unwrap();
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    found.push(e.path());
+                }
+            }
+        }
+    }
+    found
+}
+
+fn write_dockerfile(dir: &Path, text: &str) -> String {
+    std::fs::write(dir.join("Dockerfile"), text).unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+#[test]
+fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx1 = tempfile::tempdir().unwrap();
+    let c1 = write_dockerfile(
+        ctx1.path(),
+        "FROM busybox\nRUN --mount=type=cache,id=shared-cache,target=/cache \
+         echo from-first > /cache/f && echo done > /first\n",
+    );
+    let out1 = tempfile::tempdir().unwrap();
+    let dest1 = format!("type=local,dest={}", out1.path().display());
+    wb.build(&["build", "-o", &dest1, &c1]);
+    assert_eq!(read(&out1.path().join("first")), "done\n");
+    assert!(
+        !out1.path().join("cache").exists(),
+        "the mount point stays out"
+    );
+
+    // A different Dockerfile with the same id sees what the first build left there.
+    let ctx2 = tempfile::tempdir().unwrap();
+    let c2 = write_dockerfile(
+        ctx2.path(),
+        "FROM busybox\nRUN --mount=type=cache,id=shared-cache,target=/var/cache/x,sharing=locked \
+         cat /var/cache/x/f > /seen && echo more > /var/cache/x/g\n",
+    );
+    let out2 = tempfile::tempdir().unwrap();
+    let dest2 = format!("type=local,dest={}", out2.path().display());
+    wb.build(&["build", "-o", &dest2, &c2]);
+    assert_eq!(read(&out2.path().join("seen")), "from-first\n");
+    assert!(!out2.path().join("var/cache/x").exists());
+    assert!(files_containing(out2.path(), b"from-first\n").len() == 1);
+    assert!(files_containing(out2.path(), b"more\n").is_empty());
+}
+
+#[test]
+fn bind_mount_from_the_context_is_read_not_copied_and_keys_the_step() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    let c = write_dockerfile(
+        ctx.path(),
+        "FROM busybox\n\
+         RUN --mount=type=bind,source=data.txt,target=/mnt/in/data.txt cat /mnt/in/data.txt > /out\n\
+         RUN --mount=type=bind,target=/src,rw echo scratch > /src/new && cat /src/data.txt > /rw\n",
+    );
+    std::fs::write(ctx.path().join("data.txt"), "version one\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = wb.build(&["build", "-o", &dest, &c]);
+    assert!(log.contains("(2 steps ran, 0 cached)"), "{log}");
+    assert_eq!(read(&out.path().join("out")), "version one\n");
+    assert_eq!(read(&out.path().join("rw")), "version one\n");
+    assert!(
+        !out.path().join("mnt/in").exists(),
+        "bound file copied into the image"
+    );
+    assert!(!out.path().join("src").exists());
+    // Writes to a readwrite bind are thrown away, not written into the context.
+    assert!(!ctx.path().join("new").exists());
+
+    let log = wb.build(&["build", &c]);
+    assert!(log.contains("(0 steps ran, 2 cached)"), "{log}");
+
+    std::fs::write(ctx.path().join("data.txt"), "version two\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = wb.build(&["build", "-o", &dest, &c]);
+    assert!(log.contains("(2 steps ran, 0 cached)"), "{log}");
+    assert_eq!(read(&out.path().join("out")), "version two\n");
+
+    // A source outside the context is clamped to it, so it names nothing here.
+    let ctx2 = tempfile::tempdir().unwrap();
+    let c2 = write_dockerfile(
+        ctx2.path(),
+        "FROM busybox\nRUN --mount=type=bind,source=../../../etc/passwd,target=/p cat /p\n",
+    );
+    wb.fails(&["build", &c2]);
+}
+
+#[test]
+fn bind_mount_from_a_stage() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    let c = write_dockerfile(
+        ctx.path(),
+        "FROM busybox AS gen\nRUN mkdir /gen && echo made > /gen/made\n\
+         FROM busybox\nRUN --mount=type=bind,from=gen,source=/gen,target=/m cat /m/made > /got\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    wb.build(&["build", "-o", &dest, &c]);
+    assert_eq!(read(&out.path().join("got")), "made\n");
+    assert!(!out.path().join("gen").exists() && !out.path().join("m").exists());
+}
+
+#[test]
+fn secrets_are_readable_during_run_but_never_stored() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("token");
+    std::fs::write(&secret, "s3cr3t-Val-9137").unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = write_dockerfile(
+        ctx.path(),
+        // The expected values are split by shell quoting so the Dockerfile (which goes into the
+        // image history) never holds them.
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = \"s3cr3t\"\"-Val-9137\" \
+         && echo ok > /ok\n\
+         RUN --mount=type=secret,id=envtok,env=MYSEC test \"$MYSEC\" = \"env\"\"-Val-5521\" \
+         && echo ok > /ok2\n\
+         RUN --mount=type=secret,id=absent true\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let fs = out.path().join("fs");
+    let oci = out.path().join("oci");
+    let local = format!("type=local,dest={}", fs.display());
+    let oci_out = format!("type=oci,dest={}", oci.display());
+    let src = format!("id=tok,src={}", secret.display());
+    let run = wb
+        .cmd()
+        .args([
+            "build",
+            "--secret",
+            &src,
+            "--secret",
+            "id=envtok,env=WBUILD_TEST_SECRET",
+            "-o",
+            &local,
+            "-o",
+            &oci_out,
+            &c,
+        ])
+        .env("WBUILD_TEST_SECRET", "env-Val-5521")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(run.status.success(), "{log}");
+    assert_eq!(read(&fs.join("ok")), "ok\n");
+    assert_eq!(read(&fs.join("ok2")), "ok\n");
+    assert!(
+        !fs.join("run/secrets").exists(),
+        "secret mount point left in the image"
+    );
+    for needle in ["s3cr3t-Val-9137", "env-Val-5521"] {
+        assert!(!log.contains(needle), "{log}");
+        let hits = files_containing(&fs, needle.as_bytes());
+        assert!(hits.is_empty(), "{hits:?}");
+        let hits = files_containing(wb.root.path(), needle.as_bytes());
+        assert!(hits.is_empty(), "secret stored in the store: {hits:?}");
+    }
+    // The layers themselves, uncompressed.
+    if common::have_tool("gzip") {
+        for blob in std::fs::read_dir(oci.join("blobs/sha256")).unwrap() {
+            let out = std::process::Command::new("gzip")
+                .arg("-dc")
+                .arg(blob.unwrap().path())
+                .output()
+                .unwrap();
+            if out.status.success() {
+                let data = out.stdout;
+                assert!(!data.windows(15).any(|w| w == b"s3cr3t-Val-9137"));
+                assert!(!data.windows(12).any(|w| w == b"env-Val-5521"));
+            }
+        }
+    }
+
+    // A required secret that was not passed fails and says how to pass it.
+    let ctx = tempfile::tempdir().unwrap();
+    let c = write_dockerfile(
+        ctx.path(),
+        "FROM busybox\nRUN --mount=type=secret,id=needed,required=true true\n",
+    );
+    let err = wb.fails(&["build", &c]);
+    assert!(err.contains("--secret id=needed,src=PATH"), "{err}");
+
+    let c = write_dockerfile(ctx.path(), "FROM busybox\nRUN --mount=type=ssh true\n");
+    let err = wb.fails(&["build", &c]);
+    assert!(
+        err.contains("RUN --mount=type=ssh is not supported yet"),
+        "{err}"
+    );
+}

@@ -22,7 +22,8 @@ use crate::catalog;
 use crate::context::{Context, HashMemo, IgnoreRules};
 use crate::exec::{self, ExtraMount, RunSpec};
 use crate::frontend::bindings::{
-    Base, CopyOp, CopySource, Graph, Mount, Network, Op, OpNode, Platform, RunOp, Source, Stage,
+    Base, BindMount, CacheMount, CacheSharing, CopyOp, CopySource, Graph, Mount, Network, Op,
+    OpNode, Platform, RunOp, Source, Stage,
 };
 use crate::image::config::DEFAULT_PATH;
 use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
@@ -54,6 +55,17 @@ pub struct BuildOptions {
     pub platform: Platform,
     /// The build file's name, for messages.
     pub file_name: String,
+    /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
+    pub secrets: Vec<(String, SecretSource)>,
+}
+
+/// Where the value of a `--secret` comes from. Read only when a step mounts it.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// `src=PATH`: the content of a file.
+    File(PathBuf),
+    /// `env=VAR`: the value of an environment variable of the build process.
+    Env(String),
 }
 
 /// A layer as the manifest and the cache index record it.
@@ -231,8 +243,9 @@ impl<'a> Builder<'a> {
         match op {
             Op::Run(run) => {
                 let history = format!("RUN {}", run.args.join(" "));
-                self.cached_step(state, op, StepInputs::default(), step, &history, |b, st| {
-                    b.run_step(st, run)
+                let inputs = self.run_inputs(run, deps)?;
+                self.cached_step(state, op, inputs, step, &history, |b, st| {
+                    b.run_step(st, run, deps)
                 })
             }
             Op::Copy(copy) => {
@@ -381,7 +394,12 @@ impl<'a> Builder<'a> {
         }))
     }
 
-    fn run_step(&self, state: &mut StageState, run: &RunOp) -> anyhow::Result<Option<LayerRef>> {
+    fn run_step(
+        &self,
+        state: &mut StageState,
+        run: &RunOp,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<Option<LayerRef>> {
         let rootfs = self.rootfs(state)?;
         let cfg = state.config.image().config.clone();
         let mut env: Vec<(String, String)> = cfg
@@ -399,23 +417,61 @@ impl<'a> Builder<'a> {
             env.retain(|(k, _)| *k != kv.key);
             env.push((kv.key.clone(), kv.value.clone()));
         }
+        // Temp dirs and locks the mounts need until the command has finished.
+        let mut keep = MountResources::default();
         let mut mounts = Vec::new();
         for m in &run.mounts {
-            mounts.push(match m {
-                Mount::Tmpfs(t) => ExtraMount::Tmpfs {
+            match m {
+                Mount::Tmpfs(t) => mounts.push(ExtraMount::Tmpfs {
                     target: t.target.clone(),
                     size: t.size,
-                },
-                Mount::Text(t) => ExtraMount::File {
+                }),
+                Mount::Text(t) => mounts.push(ExtraMount::File {
                     target: t.target.clone(),
                     content: t.content.clone().into_bytes(),
                     mode: t.mode,
-                },
-                other => bail!(
-                    "RUN --mount of type {} is not supported by `wbuild build` yet",
-                    mount_kind(other)
+                }),
+                Mount::Bind(b) => mounts.push(self.bind_mount(b, deps, &mut keep)?),
+                Mount::Cache(c) => mounts.push(self.cache_mount(c, deps, &mut keep)?),
+                Mount::Secret(s) => {
+                    let Some(value) = self.secret_value(&s.id)? else {
+                        if s.required {
+                            bail!(
+                                "RUN --mount=type=secret,id={id}: the secret {id:?} is required \
+                                 but was not provided; pass it with `--secret id={id},src=PATH` \
+                                 (or `--secret id={id},env=VAR`)",
+                                id = s.id
+                            );
+                        }
+                        continue;
+                    };
+                    if let Some(var) = &s.env {
+                        let text = String::from_utf8(value.clone()).with_context(|| {
+                            format!(
+                                "secret {:?} is not UTF-8 text, so it cannot go in ${var}",
+                                s.id
+                            )
+                        })?;
+                        env.retain(|(k, _)| k != var);
+                        env.push((var.clone(), text));
+                    }
+                    if s.target.is_some() || s.env.is_none() {
+                        let target = s
+                            .target
+                            .clone()
+                            .unwrap_or_else(|| format!("/run/secrets/{}", s.id));
+                        mounts.push(ExtraMount::File {
+                            target,
+                            content: value,
+                            mode: s.mode,
+                        });
+                    }
+                }
+                Mount::Ssh(_) => bail!(
+                    "RUN --mount=type=ssh is not supported yet (no SSH agent forwarding); \
+                     use --mount=type=secret for keys the step needs"
                 ),
-            });
+            }
         }
         let work = tempfile::Builder::new()
             .prefix(".run-")
@@ -461,6 +517,7 @@ impl<'a> Builder<'a> {
             bail!("the command exited with code {}", outcome.exit_code);
         }
         let layer = self.layer_from(&upper)?;
+        drop(keep);
         Ok(layer)
     }
 
@@ -510,20 +567,7 @@ impl<'a> Builder<'a> {
                 &source_ctx
             }
             Source::Image(r) => {
-                let fake = Stage {
-                    name: None,
-                    base: Base::Image(r.clone()),
-                    platform: r.platform.clone(),
-                    ops: vec![],
-                    span: crate::frontend::bindings::Span {
-                        line: 0,
-                        column: 0,
-                        end_line: 0,
-                        end_column: 0,
-                    },
-                    text: String::new(),
-                };
-                let mut img = self.base_state(&fake, deps)?;
+                let mut img = self.image_state(r, deps)?;
                 let root = self.rootfs(&mut img)?;
                 source_ctx = Context::with_rules(&root, IgnoreRules::default())?;
                 &source_ctx
@@ -645,22 +689,226 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// RUN mounts: bind, cache and secret.
+impl Builder<'_> {
+    /// What a RUN reads besides its parent: the context files, stages and images its bind
+    /// mounts (and seeded cache mounts) take files from. Secrets never enter the key.
+    fn run_inputs(
+        &self,
+        run: &RunOp,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<StepInputs> {
+        let mut inputs = StepInputs::default();
+        let mut context_paths = Vec::new();
+        for m in &run.mounts {
+            let (from, path) = match m {
+                Mount::Bind(b) => (&b.from, b.source_path.as_str()),
+                Mount::Cache(c) => match &c.from {
+                    Some(f) => (f, c.source_path.as_deref().unwrap_or("/")),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            match from {
+                Source::Context => context_paths.push(path.to_string()),
+                Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
+                Source::Image(r) => {
+                    let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
+                        format!(
+                            "RUN --mount from={}: the image is not in the store; import it with \
+                             `wbuild import`",
+                            r.reference
+                        )
+                    })?;
+                    inputs.images.push(img.manifest_digest.to_string());
+                }
+            }
+        }
+        if !context_paths.is_empty() {
+            let matches = self
+                .context
+                .resolve_sources(&context_paths, &[])
+                .context("RUN --mount source")?;
+            let mut memo = self.memo.lock().unwrap();
+            inputs.context = Some(self.context.digest(&matches, &mut memo)?);
+        }
+        Ok(inputs)
+    }
+
+    /// The host path of `path` inside a mount source, resolved so that it cannot leave it.
+    fn mount_source_path(
+        &self,
+        from: &Source,
+        path: &str,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<PathBuf> {
+        let other;
+        let ctx = match from {
+            Source::Context => &self.context,
+            Source::Stage(i) => {
+                let root = self.rootfs(&mut deps[i].clone())?;
+                other = Context::with_rules(&root, IgnoreRules::default())?;
+                &other
+            }
+            Source::Image(r) => {
+                let root = self.rootfs(&mut self.image_state(r, deps)?)?;
+                other = Context::with_rules(&root, IgnoreRules::default())?;
+                &other
+            }
+        };
+        let found = ctx
+            .resolve_sources(&[path.to_string()], &[])
+            .with_context(|| format!("RUN --mount source {path}"))?;
+        match found.as_slice() {
+            [m] if m.resolved.is_empty() => Ok(ctx.root().to_path_buf()),
+            [m] => Ok(ctx.root().join(&m.resolved)),
+            _ => bail!("RUN --mount source {path} names more than one file"),
+        }
+    }
+
+    /// The state of a local image used as a mount or copy source.
+    fn image_state(
+        &self,
+        r: &crate::frontend::bindings::ImageRef,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<StageState> {
+        let fake = Stage {
+            name: None,
+            base: Base::Image(r.clone()),
+            platform: r.platform.clone(),
+            ops: vec![],
+            span: crate::frontend::bindings::Span {
+                line: 0,
+                column: 0,
+                end_line: 0,
+                end_column: 0,
+            },
+            text: String::new(),
+        };
+        self.base_state(&fake, deps)
+    }
+
+    /// `RUN --mount=type=bind`: read-only, or a throwaway copy when `readwrite`.
+    fn bind_mount(
+        &self,
+        b: &BindMount,
+        deps: &HashMap<u32, StageState>,
+        keep: &mut MountResources,
+    ) -> anyhow::Result<ExtraMount> {
+        let src = self.mount_source_path(&b.from, &b.source_path, deps)?;
+        if !b.readwrite {
+            return Ok(ExtraMount::Bind {
+                source: src,
+                target: b.target.clone(),
+                readonly: true,
+            });
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".bind-")
+            .tempdir_in(self.store.tmp_dir())?;
+        let copy = tmp.path().join("src");
+        if std::fs::symlink_metadata(&src)?.is_dir() {
+            snapshot::copy_tree(&src, &copy)?;
+        } else {
+            std::fs::copy(&src, &copy)
+                .with_context(|| format!("copying {} for a bind mount", src.display()))?;
+        }
+        keep.dirs.push(tmp);
+        Ok(ExtraMount::Bind {
+            source: copy,
+            target: b.target.clone(),
+            readonly: false,
+        })
+    }
+
+    /// `RUN --mount=type=cache`: a directory under the store root kept across builds by id.
+    fn cache_mount(
+        &self,
+        c: &CacheMount,
+        deps: &HashMap<u32, StageState>,
+        keep: &mut MountResources,
+    ) -> anyhow::Result<ExtraMount> {
+        let hex = Digest::of_bytes(c.id.as_bytes()).hex();
+        let parent = self.store.root().join("cache-mounts");
+        std::fs::create_dir_all(&parent)?;
+        let lock = format!("cache-mount-{hex}");
+        let mut dir = parent.join(&hex);
+        match c.sharing {
+            CacheSharing::Shared => {}
+            CacheSharing::Locked => keep.locks.push(self.store.lock(&lock)?),
+            CacheSharing::Private => match self.store.try_lock(&lock)? {
+                Some(g) => keep.locks.push(g),
+                None => {
+                    // Another step is using it: this one gets a fresh, empty cache.
+                    let tmp = tempfile::Builder::new()
+                        .prefix(".cache-")
+                        .tempdir_in(self.store.tmp_dir())?;
+                    dir = tmp.path().join("cache");
+                    keep.dirs.push(tmp);
+                }
+            },
+        }
+        if !dir.exists() {
+            let tmp = tempfile::Builder::new()
+                .prefix(".new-")
+                .tempdir_in(&parent)?;
+            let new = tmp.path().join("cache");
+            match &c.from {
+                Some(from) => {
+                    let path = c.source_path.as_deref().unwrap_or("/");
+                    let src = self.mount_source_path(from, path, deps)?;
+                    snapshot::copy_tree(&src, &new)?;
+                }
+                None => std::fs::create_dir(&new)?,
+            }
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&new, std::fs::Permissions::from_mode(c.mode & 0o7777))?;
+            std::os::unix::fs::chown(&new, Some(c.uid), Some(c.gid))
+                .with_context(|| format!("chown of cache mount {:?}", c.id))?;
+            if std::fs::rename(&new, &dir).is_err() && !dir.is_dir() {
+                bail!(
+                    "could not create the cache mount directory {}",
+                    dir.display()
+                );
+            }
+        }
+        Ok(ExtraMount::Bind {
+            source: dir,
+            target: c.target.clone(),
+            readonly: c.readonly,
+        })
+    }
+
+    /// The value of `--secret id=...`, or None when the user did not pass it.
+    fn secret_value(&self, id: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some((_, src)) = self.opts.secrets.iter().rev().find(|(i, _)| i == id) else {
+            return Ok(None);
+        };
+        match src {
+            SecretSource::File(p) => std::fs::read(p)
+                .map(Some)
+                .with_context(|| format!("reading secret {id:?} from {}", p.display())),
+            SecretSource::Env(var) => Ok(std::env::var_os(var).map(|v| {
+                use std::os::unix::ffi::OsStringExt as _;
+                v.into_vec()
+            })),
+        }
+    }
+}
+
+/// What a RUN's mounts hold on to until the command ends: copies and private caches (removed
+/// afterwards) and cache-mount locks.
+#[derive(Default)]
+struct MountResources {
+    dirs: Vec<tempfile::TempDir>,
+    locks: Vec<crate::store::LockGuard>,
+}
+
 /// `name` or the stage index, for progress lines.
 fn stage_label(stage: &Stage, index: u32) -> String {
     match &stage.name {
         Some(n) => n.clone(),
         None => format!("stage-{index}"),
-    }
-}
-
-fn mount_kind(m: &Mount) -> &'static str {
-    match m {
-        Mount::Bind(_) => "bind",
-        Mount::Cache(_) => "cache",
-        Mount::Tmpfs(_) => "tmpfs",
-        Mount::Secret(_) => "secret",
-        Mount::Ssh(_) => "ssh",
-        Mount::Text(_) => "text",
     }
 }
 

@@ -113,6 +113,11 @@ pub struct BuildOpts {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 
+    /// Make a secret available to RUN --mount=type=secret: id=ID,src=PATH (a file) or
+    /// id=ID,env=VAR (an environment variable; `id=ID` alone reads $ID) (repeatable)
+    #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
+    pub secrets: Vec<String>,
+
     /// Write the image ID (the config digest) to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -303,6 +308,41 @@ fn plan(root: &Path, opts: &PlanOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--secret id=ID,src=PATH` | `id=ID,env=VAR` | `id=ID` (the variable `ID`), as Docker
+/// (`source=` and `type=file|env` are accepted too).
+fn parse_secret(spec: &str) -> anyhow::Result<(String, crate::build::SecretSource)> {
+    use crate::build::SecretSource;
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--secret {spec:?}: expected key=value pairs, e.g. id=ID,src=PATH")
+        })?;
+        match k.trim() {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" => kind = Some(v.to_string()),
+            other => anyhow::bail!(
+                "--secret {spec:?}: unknown key {other:?} (use id=ID,src=PATH or id=ID,env=VAR)"
+            ),
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("--secret {spec:?}: missing id=ID"))?;
+    let source = match (kind.as_deref(), src, env) {
+        (_, Some(_), Some(_)) => {
+            anyhow::bail!("--secret {spec:?}: give either src=PATH or env=VAR, not both")
+        }
+        (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
+        (Some("file") | None, Some(p), None) => SecretSource::File(PathBuf::from(p)),
+        (Some("file"), None, None) => SecretSource::File(PathBuf::from(&id)),
+        (Some("env") | None, None, None) => SecretSource::Env(id.clone()),
+        (Some(t), _, _) => anyhow::bail!("--secret {spec:?}: unknown type {t:?} (file or env)"),
+    };
+    Ok((id, source))
+}
+
 fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
     let planned = translate(root, opts)?;
     let outputs = opts
@@ -330,6 +370,11 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
             None => host_platform(),
         },
         file_name: planned.file_name.clone(),
+        secrets: opts
+            .secrets
+            .iter()
+            .map(|s| parse_secret(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let builder = crate::build::Builder::new(&store, &opts.context, build_opts)?;
     let result = builder.build(&planned.translation.graph)?;
