@@ -527,27 +527,40 @@ impl<'a> Builder<'a> {
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StepInputs> {
         let mut inputs = StepInputs::default();
-        match &copy.from {
-            Source::Context => {
-                let paths = path_sources(copy)?;
-                if !paths.is_empty() {
-                    let matches = self.context.resolve_sources(&paths, &copy.excludes)?;
-                    let mut memo = self.memo.lock().unwrap();
-                    inputs.context = Some(self.context.digest(&matches, &mut memo)?);
-                }
+        if matches!(copy.from, Source::Context) {
+            let paths = path_sources(copy)?;
+            if !paths.is_empty() {
+                let matches = self.context.resolve_sources(&paths, &copy.excludes)?;
+                let mut memo = self.memo.lock().unwrap();
+                inputs.context = Some(self.context.digest(&matches, &mut memo)?);
             }
+        } else {
+            self.add_source_input(&copy.from, deps, &mut inputs)?;
+        }
+        Ok(inputs)
+    }
+
+    /// Record a stage's key or an image's manifest digest as an input of a step.
+    fn add_source_input(
+        &self,
+        from: &Source,
+        deps: &HashMap<u32, StageState>,
+        inputs: &mut StepInputs,
+    ) -> anyhow::Result<()> {
+        match from {
+            Source::Context => {}
             Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
             Source::Image(r) => {
                 let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
                     format!(
-                        "COPY --from={}: the image is not in the store; import it with `wbuild import`",
+                        "{}: the image is not in the store; import it with `wbuild import`",
                         r.reference
                     )
                 })?;
                 inputs.images.push(img.manifest_digest.to_string());
             }
         }
-        Ok(inputs)
+        Ok(())
     }
 
     fn copy_step(
@@ -557,22 +570,8 @@ impl<'a> Builder<'a> {
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<Option<LayerRef>> {
         let parent = self.rootfs(state)?;
-        let source_ctx;
-        let from = match &copy.from {
-            Source::Context => &self.context,
-            Source::Stage(i) => {
-                let mut dep = deps[i].clone();
-                let root = self.rootfs(&mut dep)?;
-                source_ctx = Context::with_rules(&root, IgnoreRules::default())?;
-                &source_ctx
-            }
-            Source::Image(r) => {
-                let mut img = self.image_state(r, deps)?;
-                let root = self.rootfs(&mut img)?;
-                source_ctx = Context::with_rules(&root, IgnoreRules::default())?;
-                &source_ctx
-            }
-        };
+        let source_ctx = self.source_root(&copy.from, deps)?;
+        let from = source_ctx.as_ref().unwrap_or(&self.context);
         let inline: Vec<(String, String)> = copy
             .sources
             .iter()
@@ -709,19 +708,10 @@ impl Builder<'_> {
                 },
                 _ => continue,
             };
-            match from {
-                Source::Context => context_paths.push(path.to_string()),
-                Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
-                Source::Image(r) => {
-                    let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
-                        format!(
-                            "RUN --mount from={}: the image is not in the store; import it with \
-                             `wbuild import`",
-                            r.reference
-                        )
-                    })?;
-                    inputs.images.push(img.manifest_digest.to_string());
-                }
+            if matches!(from, Source::Context) {
+                context_paths.push(path.to_string());
+            } else {
+                self.add_source_input(from, deps, &mut inputs)?;
             }
         }
         if !context_paths.is_empty() {
@@ -735,6 +725,22 @@ impl Builder<'_> {
         Ok(inputs)
     }
 
+    /// The files a COPY or a mount reads from a stage or an image, as a context over their
+    /// snapshot (no ignore rules); None for the build context itself.
+    fn source_root(
+        &self,
+        from: &Source,
+        deps: &HashMap<u32, StageState>,
+    ) -> anyhow::Result<Option<Context>> {
+        let mut state = match from {
+            Source::Context => return Ok(None),
+            Source::Stage(i) => deps[i].clone(),
+            Source::Image(r) => self.image_state(r, deps)?,
+        };
+        let root = self.rootfs(&mut state)?;
+        Ok(Some(Context::with_rules(&root, IgnoreRules::default())?))
+    }
+
     /// The host path of `path` inside a mount source, resolved so that it cannot leave it.
     fn mount_source_path(
         &self,
@@ -742,20 +748,8 @@ impl Builder<'_> {
         path: &str,
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<PathBuf> {
-        let other;
-        let ctx = match from {
-            Source::Context => &self.context,
-            Source::Stage(i) => {
-                let root = self.rootfs(&mut deps[i].clone())?;
-                other = Context::with_rules(&root, IgnoreRules::default())?;
-                &other
-            }
-            Source::Image(r) => {
-                let root = self.rootfs(&mut self.image_state(r, deps)?)?;
-                other = Context::with_rules(&root, IgnoreRules::default())?;
-                &other
-            }
-        };
+        let other = self.source_root(from, deps)?;
+        let ctx = other.as_ref().unwrap_or(&self.context);
         let found = ctx
             .resolve_sources(&[path.to_string()], &[])
             .with_context(|| format!("RUN --mount source {path}"))?;
