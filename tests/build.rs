@@ -79,12 +79,9 @@ fn context_change_reruns_only_the_steps_after_its_copy() {
     let Some(wb) = common::with_busybox() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let ctx = common::context(
         "FROM busybox\nRUN echo one > /one\nCOPY input.txt /input.txt\nRUN cat /input.txt > /copy\n",
-    )
-    .unwrap();
+    );
     std::fs::write(ctx.path().join("input.txt"), "first\n").unwrap();
     let c = ctx.path().to_str().unwrap();
     let log = wb.build(&["build", c]);
@@ -112,13 +109,10 @@ fn whiteouts_delete_base_files_and_config_is_kept() {
     let Some(wb) = common::with_busybox() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let ctx = common::context(
         "FROM busybox\nENV GREETING=hi\nRUN rm /bin/vi && echo \"$GREETING\" > /g\n\
-         WORKDIR /srv/app\nCMD [\"cat\", \"/g\"]\n",
-    )
-    .unwrap();
+     WORKDIR /srv/app\nCMD [\"cat\", \"/g\"]\n",
+    );
     let out = tempfile::tempdir().unwrap();
     let fs = out.path().join("fs");
     let oci = out.path().join("img.tar");
@@ -163,14 +157,11 @@ fn independent_stages_run_at_the_same_time() {
     let Some(wb) = common::with_busybox() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let ctx = common::context(
         "FROM busybox AS a\nRUN sleep 2 && echo a > /a\n\
-         FROM busybox AS b\nRUN sleep 2 && echo b > /b\n\
-         FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
-    )
-    .unwrap();
+     FROM busybox AS b\nRUN sleep 2 && echo b > /b\n\
+     FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+    );
     let log = wb.build(&["build", "--jobs", "2", ctx.path().to_str().unwrap()]);
     // Both sleeps start before either finishes.
     let lines: Vec<&str> = log.lines().collect();
@@ -189,12 +180,7 @@ fn a_failing_run_shows_its_output_and_location() {
     let Some(wb) = common::with_busybox() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
-        "FROM busybox\nRUN echo about to fail && exit 7\n",
-    )
-    .unwrap();
+    let ctx = common::context("FROM busybox\nRUN echo about to fail && exit 7\n");
     let err = wb.fails(&["build", ctx.path().to_str().unwrap()]);
     assert!(err.contains("about to fail"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
@@ -206,13 +192,10 @@ fn source_date_epoch_gives_the_same_image_cached_or_not() {
     let Some(wb) = common::with_busybox() else {
         return;
     };
-    let ctx = tempfile::tempdir().unwrap();
-    std::fs::write(
-        ctx.path().join("Dockerfile"),
+    let ctx = common::context(
         "FROM busybox AS build\nRUN echo x > /x\n\
-         FROM busybox\nCOPY --from=build /x /y\nCOPY Dockerfile /df\nWORKDIR /w\n",
-    )
-    .unwrap();
+     FROM busybox\nCOPY --from=build /x /y\nCOPY Dockerfile /df\nWORKDIR /w\n",
+    );
     let c = ctx.path().to_str().unwrap();
     let iid = |extra: &[&str]| {
         let file = ctx.path().join("iid");
@@ -264,18 +247,13 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     found
 }
 
-fn write_dockerfile(dir: &Path, text: &str) -> String {
-    std::fs::write(dir.join("Dockerfile"), text).unwrap();
-    dir.to_str().unwrap().to_string()
-}
-
 #[test]
 fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {
     let Some(wb) = common::with_busybox() else {
         return;
     };
     let ctx1 = tempfile::tempdir().unwrap();
-    let c1 = write_dockerfile(
+    let c1 = common::write_dockerfile(
         ctx1.path(),
         "FROM busybox\nRUN --mount=type=cache,id=shared-cache,target=/cache \
          echo from-first > /cache/f && echo done > /first\n",
@@ -291,7 +269,7 @@ fn cache_mount_persists_across_builds_and_stays_out_of_the_image() {
 
     // A different Dockerfile with the same id sees what the first build left there.
     let ctx2 = tempfile::tempdir().unwrap();
-    let c2 = write_dockerfile(
+    let c2 = common::write_dockerfile(
         ctx2.path(),
         "FROM busybox\nRUN --mount=type=cache,id=shared-cache,target=/var/cache/x,sharing=locked \
          cat /var/cache/x/f > /seen && echo more > /var/cache/x/g\n",
@@ -311,7 +289,7 @@ fn bind_mount_from_the_context_is_read_not_copied_and_keys_the_step() {
         return;
     };
     let ctx = tempfile::tempdir().unwrap();
-    let c = write_dockerfile(
+    let c = common::write_dockerfile(
         ctx.path(),
         "FROM busybox\n\
          RUN --mount=type=bind,source=data.txt,target=/mnt/in/data.txt cat /mnt/in/data.txt > /out\n\
@@ -344,7 +322,7 @@ fn bind_mount_from_the_context_is_read_not_copied_and_keys_the_step() {
 
     // A source outside the context is clamped to it, so it names nothing here.
     let ctx2 = tempfile::tempdir().unwrap();
-    let c2 = write_dockerfile(
+    let c2 = common::write_dockerfile(
         ctx2.path(),
         "FROM busybox\nRUN --mount=type=bind,source=../../../etc/passwd,target=/p cat /p\n",
     );
@@ -357,7 +335,7 @@ fn bind_mount_from_a_stage() {
         return;
     };
     let ctx = tempfile::tempdir().unwrap();
-    let c = write_dockerfile(
+    let c = common::write_dockerfile(
         ctx.path(),
         "FROM busybox AS gen\nRUN mkdir /gen && echo made > /gen/made\n\
          FROM busybox\nRUN --mount=type=bind,from=gen,source=/gen,target=/m cat /m/made > /got\n",
@@ -378,7 +356,7 @@ fn secrets_are_readable_during_run_but_never_stored() {
     let secret = secret_dir.path().join("token");
     std::fs::write(&secret, "s3cr3t-Val-9137").unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    let c = write_dockerfile(
+    let c = common::write_dockerfile(
         ctx.path(),
         // The expected values are split by shell quoting so the Dockerfile (which goes into the
         // image history) never holds them.
@@ -445,14 +423,14 @@ fn secrets_are_readable_during_run_but_never_stored() {
 
     // A required secret that was not passed fails and says how to pass it.
     let ctx = tempfile::tempdir().unwrap();
-    let c = write_dockerfile(
+    let c = common::write_dockerfile(
         ctx.path(),
         "FROM busybox\nRUN --mount=type=secret,id=needed,required=true true\n",
     );
     let err = wb.fails(&["build", &c]);
     assert!(err.contains("--secret id=needed,src=PATH"), "{err}");
 
-    let c = write_dockerfile(ctx.path(), "FROM busybox\nRUN --mount=type=ssh true\n");
+    let c = common::write_dockerfile(ctx.path(), "FROM busybox\nRUN --mount=type=ssh true\n");
     let err = wb.fails(&["build", &c]);
     assert!(
         err.contains("RUN --mount=type=ssh is not supported yet"),

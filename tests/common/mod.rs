@@ -153,3 +153,16 @@ impl Wbuild {
         err
     }
 }
+
+/// Write `text` as `dir`'s Dockerfile; returns `dir` as a string for the command line.
+pub fn write_dockerfile(dir: &Path, text: &str) -> String {
+    std::fs::write(dir.join("Dockerfile"), text).unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+/// A fresh build context holding `dockerfile` as its Dockerfile.
+pub fn context(dockerfile: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_dockerfile(dir.path(), dockerfile);
+    dir
+}
