@@ -118,15 +118,30 @@ fn whiteouts_delete_base_files_and_config_is_kept() {
     let oci = out.path().join("img.tar");
     let local = format!("type=local,dest={}", fs.display());
     let oci_out = format!("type=oci,dest={}", oci.display());
+    let tar = out.path().join("fs.tar");
+    let tar_out = format!("type=tar,dest={}", tar.display());
     wb.build(&[
         "build",
         "-o",
         &local,
         "-o",
         &oci_out,
+        "-o",
+        &tar_out,
         ctx.path().to_str().unwrap(),
     ]);
     assert!(!fs.join("bin/vi").exists() && fs.join("bin/sh").exists());
+    // The tar output holds the same final filesystem.
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = String::from_utf8(listing.stdout).unwrap();
+    assert!(listing.lines().any(|l| l == "g"), "{listing}");
+    assert!(listing.lines().any(|l| l == "bin/sh"), "{listing}");
+    assert!(!listing.lines().any(|l| l == "bin/vi"), "{listing}");
     assert_eq!(read(&fs.join("g")), "hi\n");
     assert!(fs.join("srv/app").is_dir(), "WORKDIR creates its directory");
     if common::have_tool("skopeo") {

@@ -40,6 +40,8 @@ pub enum Output {
     Docker(PathBuf),
     /// The final filesystem as a directory.
     Local(PathBuf),
+    /// The final filesystem as a tar file.
+    Tar(PathBuf),
 }
 
 /// How to build.
@@ -682,6 +684,23 @@ impl<'a> Builder<'a> {
                 std::fs::create_dir_all(p)?;
                 snapshot::copy_tree(&root, p)
                     .with_context(|| format!("writing the filesystem to {}", p.display()))?;
+            }
+            Output::Tar(p) => {
+                let mut st = target.clone();
+                let root = self.rootfs(&mut st)?;
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))
+                    .with_context(|| format!("creating {}", p.display()))?;
+                let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                let opts = DiffOptions {
+                    source_date_epoch: self.opts.source_date_epoch,
+                };
+                snapshot::diff_upper(&root, &mut w, &opts)?;
+                w.flush()?;
+                drop(w);
+                tmp.as_file().sync_all()?;
+                tmp.persist(p)
+                    .with_context(|| format!("writing {}", p.display()))?;
             }
         }
         Ok(())

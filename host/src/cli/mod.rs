@@ -101,7 +101,7 @@ pub struct BuildOpts {
     pub tags: Vec<String>,
 
     /// Also write the result: type=oci,dest=PATH[.tar] | type=docker,dest=FILE.tar |
-    /// type=local,dest=DIR (repeatable)
+    /// type=local,dest=DIR | type=tar,dest=FILE (repeatable)
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     pub outputs: Vec<String>,
 
@@ -400,7 +400,7 @@ fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
         match part.split_once('=') {
             Some(("type", v)) => kind = Some(v),
             Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => bail!("-o {spec:?}: expected type=oci|docker|local,dest=PATH"),
+            _ => bail!("-o {spec:?}: expected type=oci|docker|local|tar,dest=PATH"),
         }
     }
     let Some(dest) = dest else {
@@ -410,8 +410,9 @@ fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
         Some("oci") => crate::build::Output::Oci(dest),
         Some("docker") => crate::build::Output::Docker(dest),
         Some("local") => crate::build::Output::Local(dest),
+        Some("tar") => crate::build::Output::Tar(dest),
         other => bail!(
-            "-o {spec:?}: unknown type {:?}; use oci, docker or local",
+            "-o {spec:?}: unknown type {:?}; use oci, docker, local or tar",
             other.unwrap_or("")
         ),
     })
