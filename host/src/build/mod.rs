@@ -404,13 +404,11 @@ impl<'a> Builder<'a> {
     ) -> anyhow::Result<Option<LayerRef>> {
         let rootfs = self.rootfs(state)?;
         let cfg = state.config.image().config.clone();
-        let mut env: Vec<(String, String)> = cfg
-            .env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv.clone(), String::new()),
-            })
+        let mut env: Vec<(String, String)> = state
+            .config
+            .image()
+            .env_pairs()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.push(("PATH".into(), DEFAULT_PATH.into()));

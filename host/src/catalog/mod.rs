@@ -232,18 +232,12 @@ impl ImageResolver for StoreImages {
         let c = &img.config.config;
         Ok(FrontendImageConfig {
             digest: Some(img.manifest_digest.to_string()),
-            env: c
-                .env
-                .iter()
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, v)) => KeyValue {
-                        key: k.into(),
-                        value: v.into(),
-                    },
-                    None => KeyValue {
-                        key: kv.clone(),
-                        value: String::new(),
-                    },
+            env: img
+                .config
+                .env_pairs()
+                .map(|(key, value)| KeyValue {
+                    key: key.into(),
+                    value: value.into(),
                 })
                 .collect(),
             working_dir: c.working_dir.clone().unwrap_or_default(),

@@ -191,6 +191,14 @@ impl ImageConfig {
             .iter()
             .find_map(|e| e.strip_prefix(key)?.strip_prefix('='))
     }
+
+    /// `config.Env` as (name, value) pairs, in order; an entry without `=` has an empty value.
+    pub fn env_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.config
+            .env
+            .iter()
+            .map(|e| e.split_once('=').unwrap_or((e.as_str(), "")))
+    }
 }
 
 /// RFC 3339 UTC timestamp (`1970-01-01T00:00:00Z`) for Unix seconds, as from `SOURCE_DATE_EPOCH`.
