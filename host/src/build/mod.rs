@@ -12,8 +12,7 @@ mod copy;
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,7 @@ use crate::frontend::bindings::{
 };
 use crate::image::config::DEFAULT_PATH;
 use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
+use crate::progress::{Progress, StepId};
 use crate::snapshot::{self, Compression, DiffOptions, LayerWriter};
 use crate::solve::{self, StepInputs};
 use crate::store::{Digest, Store};
@@ -57,6 +57,8 @@ pub struct BuildOptions {
     pub platform: Platform,
     /// The build file's name, for messages.
     pub file_name: String,
+    /// How new layers are compressed (`--compression`).
+    pub compression: Compression,
     /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
     pub secrets: Vec<(String, SecretSource)>,
 }
@@ -99,6 +101,8 @@ struct StageState {
 pub struct BuildResult {
     pub manifest_digest: Digest,
     pub config_digest: String,
+    /// Size of the manifest blob.
+    pub manifest_size: u64,
     /// Steps that ran and steps taken from the cache.
     pub ran: usize,
     pub cached: usize,
@@ -111,11 +115,16 @@ pub struct Builder<'a> {
     memo: Mutex<HashMemo>,
     opts: BuildOptions,
     counts: Mutex<(usize, usize)>,
-    log: Mutex<()>,
+    progress: Arc<Progress>,
 }
 
 impl<'a> Builder<'a> {
-    pub fn new(store: &'a Store, context_dir: &Path, opts: BuildOptions) -> anyhow::Result<Self> {
+    pub fn new(
+        store: &'a Store,
+        context_dir: &Path,
+        opts: BuildOptions,
+        progress: Arc<Progress>,
+    ) -> anyhow::Result<Self> {
         let context = Context::open(context_dir)?;
         let memo = HashMemo::load(&store.root().join("cache/context-hashes.json"))
             .unwrap_or_else(|_| HashMemo::in_memory());
@@ -125,13 +134,8 @@ impl<'a> Builder<'a> {
             memo: Mutex::new(memo),
             opts,
             counts: Mutex::new((0, 0)),
-            log: Mutex::new(()),
+            progress,
         })
-    }
-
-    fn say(&self, line: &str) {
-        let _g = self.log.lock().unwrap();
-        eprintln!("{line}");
     }
 
     /// Build the graph's target and name/export the result.
@@ -162,7 +166,8 @@ impl<'a> Builder<'a> {
         let label = stage_label(stage, index);
         let mut state = self.base_state(stage, deps)?;
         let total = stage.ops.len();
-        self.say(&format!("[{label} 0/{total}] {}", stage.text));
+        self.progress
+            .stage_started(&format!("[{label} 0/{total}] {}", stage.text));
         for (i, node) in stage.ops.iter().enumerate() {
             let step = format!("[{label} {}/{total}] {}", i + 1, node.text);
             self.apply_op(&mut state, node, deps, &step)
@@ -246,13 +251,13 @@ impl<'a> Builder<'a> {
             Op::Run(run) => {
                 let history = format!("RUN {}", run.args.join(" "));
                 let inputs = self.run_inputs(run, deps)?;
-                self.cached_step(state, op, inputs, step, &history, |b, st| {
-                    b.run_step(st, run, deps)
+                self.cached_step(state, op, inputs, step, &history, |b, st, id| {
+                    b.run_step(st, run, deps, id)
                 })
             }
             Op::Copy(copy) => {
                 let inputs = self.copy_inputs(copy, deps)?;
-                self.cached_step(state, op, inputs, step, &node.text, |b, st| {
+                self.cached_step(state, op, inputs, step, &node.text, |b, st, _| {
                     b.copy_step(st, copy, deps)
                 })
             }
@@ -264,7 +269,7 @@ impl<'a> Builder<'a> {
                     StepInputs::default(),
                     step,
                     &node.text,
-                    |b, st| b.mkdir_step(st, dir),
+                    |b, st, _| b.mkdir_step(st, dir),
                 )
             }
             _ => {
@@ -284,14 +289,17 @@ impl<'a> Builder<'a> {
         inputs: StepInputs,
         step: &str,
         history: &str,
-        work: impl FnOnce(&Self, &mut StageState) -> anyhow::Result<Option<LayerRef>>,
+        work: impl FnOnce(&Self, &mut StageState, StepId) -> anyhow::Result<Option<LayerRef>>,
     ) -> anyhow::Result<()> {
         let key = solve::op_cache_key(&state.key, op, &inputs);
+        // The same step's layer in another compression is another record; the chain of keys
+        // does not depend on compression.
+        let record = solve::record_key(&key, self.opts.compression.media_type());
         let hit = if self.opts.no_cache {
             None
         } else {
             self.store
-                .get_cache(&key)?
+                .get_cache(&record)?
                 .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok())
                 .filter(|r| {
                     r.layer.as_ref().is_none_or(|l| {
@@ -303,19 +311,24 @@ impl<'a> Builder<'a> {
         };
         let layer = match hit {
             Some(rec) => {
-                self.say(&format!("{step}\n  CACHED"));
+                self.progress.step_cached(step);
                 self.counts.lock().unwrap().1 += 1;
                 rec.layer
             }
             None => {
-                let started = Instant::now();
-                self.say(step);
-                let layer = work(self, state)?;
+                let id = self.progress.step_started(step);
+                let layer = match work(self, state, id) {
+                    Ok(layer) => layer,
+                    Err(e) => {
+                        self.progress.step_failed(id, &format!("{e:#}"));
+                        return Err(e);
+                    }
+                };
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
-                self.store.put_cache(&key, &serde_json::to_vec(&rec)?)?;
-                self.say(&format!("  DONE {:.1}s", started.elapsed().as_secs_f64()));
+                self.store.put_cache(&record, &serde_json::to_vec(&rec)?)?;
+                self.progress.step_done(id);
                 self.counts.lock().unwrap().0 += 1;
                 layer
             }
@@ -374,7 +387,7 @@ impl<'a> Builder<'a> {
 
     /// Write a layer from a directory shaped like an overlay upper; None when it is empty.
     fn layer_from(&self, upper: &Path) -> anyhow::Result<Option<LayerRef>> {
-        let compression = Compression::Gzip { level: 6 };
+        let compression = self.opts.compression;
         let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
         let stats = snapshot::diff_upper(
             upper,
@@ -401,6 +414,7 @@ impl<'a> Builder<'a> {
         state: &mut StageState,
         run: &RunOp,
         deps: &HashMap<u32, StageState>,
+        id: StepId,
     ) -> anyhow::Result<Option<LayerRef>> {
         let rootfs = self.rootfs(state)?;
         let cfg = state.config.image().config.clone();
@@ -500,18 +514,8 @@ impl<'a> Builder<'a> {
             },
             mounts,
         };
-        let mut tail: Vec<u8> = Vec::new();
         let outcome = exec::run(&spec, &mut |chunk: &[u8]| {
-            tail.extend_from_slice(chunk);
-            let _g = self.log.lock().unwrap();
-            let mut err = std::io::stderr().lock();
-            for line in chunk.split_inclusive(|b| *b == b'\n') {
-                let _ = err.write_all(b"  | ");
-                let _ = err.write_all(line);
-            }
-            if !chunk.ends_with(b"\n") {
-                let _ = err.write_all(b"\n");
-            }
+            self.progress.step_output(id, chunk)
         })?;
         if !outcome.success() {
             bail!("the command exited with code {}", outcome.exit_code);
@@ -642,7 +646,7 @@ impl<'a> Builder<'a> {
             .map(|l| manifest::descriptor(&l.media_type, &l.digest, l.size))
             .collect::<Result<Vec<_>, _>>()?;
         let (_, manifest_bytes, _) = manifest::image_manifest(config_desc, layers)?;
-        let (md, _) = self
+        let (md, manifest_size) = self
             .store
             .put_blob_from_reader(&mut manifest_bytes.as_slice(), None)?;
         for tag in &self.opts.tags {
@@ -653,6 +657,7 @@ impl<'a> Builder<'a> {
         Ok(BuildResult {
             manifest_digest: md,
             config_digest,
+            manifest_size,
             ran,
             cached,
         })

@@ -122,6 +122,23 @@ pub struct BuildOpts {
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
 
+    /// Write the build result's metadata (digests, names) as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
+    /// How to show progress: a live view on a terminal (`tty`), a log (`plain`), JSON lines
+    /// (`json`); `auto` is tty on a terminal, else plain
+    #[arg(long, value_enum, default_value_t = crate::progress::Mode::Auto)]
+    pub progress: crate::progress::Mode,
+
+    /// Compression of the layers this build writes
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    pub compression: LayerCompression,
+
+    /// Compression level [default: 6 for gzip (0-9), 3 for zstd (1-22)]
+    #[arg(long, value_name = "N")]
+    pub compression_level: Option<i32>,
+
     /// The build context directory
     #[arg(value_name = "CONTEXT", default_value = ".")]
     pub context: PathBuf,
@@ -135,6 +152,29 @@ pub struct PlanOpts {
     /// Output format
     #[arg(long, value_enum, default_value_t = PlanFormat::Json)]
     pub format: PlanFormat,
+}
+
+/// `--compression`: how new layers are compressed.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    Gzip,
+    Zstd,
+}
+
+impl LayerCompression {
+    fn with_level(self, level: Option<i32>) -> anyhow::Result<crate::snapshot::Compression> {
+        use crate::snapshot::Compression;
+        Ok(match self {
+            LayerCompression::Gzip => match level.unwrap_or(6) {
+                l @ 0..=9 => Compression::Gzip { level: l as u32 },
+                l => bail!("--compression-level {l}: gzip levels are 0 to 9"),
+            },
+            LayerCompression::Zstd => match level.unwrap_or(3) {
+                l @ 1..=22 => Compression::Zstd { level: l },
+                l => bail!("--compression-level {l}: zstd levels are 1 to 22"),
+            },
+        })
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -370,25 +410,70 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
             None => host_platform(),
         },
         file_name: planned.file_name.clone(),
+        compression: opts.compression.with_level(opts.compression_level)?,
         secrets: opts
             .secrets
             .iter()
             .map(|s| parse_secret(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
-    let builder = crate::build::Builder::new(&store, &opts.context, build_opts)?;
-    let result = builder.build(&planned.translation.graph)?;
+    let progress = crate::progress::Progress::stderr(opts.progress);
+    let builder = crate::build::Builder::new(&store, &opts.context, build_opts, progress.clone())?;
+    // The live view ends before anything else is printed, the error of a failed build included.
+    let result = builder.build(&planned.translation.graph);
+    drop(builder);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            progress.finish();
+            return Err(e);
+        }
+    };
     if let Some(f) = &opts.iidfile {
-        std::fs::write(f, &result.config_digest)
+        write_file_atomically(f, result.config_digest.as_bytes())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
-    eprintln!(
+    if let Some(f) = &opts.metadata_file {
+        let names = opts
+            .tags
+            .iter()
+            .map(|t| catalog::normalize(t).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let meta = serde_json::json!({
+            "containerimage.digest": result.manifest_digest.to_string(),
+            "containerimage.config.digest": result.config_digest,
+            "containerimage.descriptor": {
+                "mediaType": crate::image::manifest::MEDIA_MANIFEST,
+                "digest": result.manifest_digest.to_string(),
+                "size": result.manifest_size,
+            },
+            "image.name": names.join(","),
+            "wbuild.steps": { "ran": result.ran, "cached": result.cached },
+        });
+        let mut text = serde_json::to_vec_pretty(&meta)?;
+        text.push(b'\n');
+        write_file_atomically(f, &text)
+            .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+    }
+    progress.message(&format!(
         "built {} ({} steps ran, {} cached)",
         result.manifest_digest, result.ran, result.cached
-    );
+    ));
     for t in &opts.tags {
-        eprintln!("named {t}");
+        progress.message(&format!("named {t}"));
     }
+    progress.finish();
+    Ok(())
+}
+
+/// Write `bytes` to `path` through a temp file beside it and a rename, so a reader never sees
+/// half a file.
+fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
 

@@ -47,6 +47,20 @@ pub fn stage_base_key(base: &Base, resolved: Option<&str>, platform: &Platform) 
     ])
 }
 
+/// The cache index entry of a step's result in the layer format `media_type`: the step key
+/// itself for gzip (the default), a key derived from it for any other format.
+pub fn record_key(step: &Digest, media_type: &str) -> Digest {
+    if media_type == crate::image::manifest::MEDIA_LAYER_GZIP {
+        return *step;
+    }
+    digest_of(&[
+        KEY_VERSION.as_bytes(),
+        b"record",
+        step.to_string().as_bytes(),
+        media_type.as_bytes(),
+    ])
+}
+
 /// The key of `op` applied to the state whose key is `parent`.
 pub fn op_cache_key(parent: &Digest, op: &Op, inputs: &StepInputs) -> Digest {
     let op = serde_json::to_vec(op).expect("IR serializes");

@@ -1,0 +1,248 @@
+//! End-to-end tests of what a build reports and writes besides the image: `--progress`
+//! (plain, tty, json), `--metadata-file` and `--iidfile`, and `--compression=zstd` layers.
+//! As root with runc, on the busybox base of the test harness.
+
+mod common;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+const DOCKERFILE: &str = "FROM busybox\nRUN echo hello from run\nCOPY f /f\n";
+
+fn ctx() -> tempfile::TempDir {
+    let dir = common::context(DOCKERFILE);
+    std::fs::write(dir.path().join("f"), "file\n").unwrap();
+    dir
+}
+
+/// The JSON progress events in a build's stderr.
+fn events(stderr: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn with_event<'a>(events: &'a [Value], kind: &str, step_part: &str) -> Option<&'a Value> {
+    events
+        .iter()
+        .find(|e| e["event"] == kind && e["step"].as_str().is_some_and(|s| s.contains(step_part)))
+}
+
+#[test]
+fn json_progress_reports_steps_output_and_cache_hits() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = ctx();
+    let path = dir.path().to_str().unwrap();
+    let log = wb.build(&["build", "--progress=json", path]);
+    let ev = events(&log);
+    let run = with_event(&ev, "started", "RUN echo hello").expect("RUN started");
+    let output: String = ev
+        .iter()
+        .filter(|e| e["event"] == "output" && e["id"] == run["id"])
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(output, "hello from run\n");
+    let done = with_event(&ev, "done", "RUN echo hello").expect("RUN done");
+    assert!(done["duration_ms"].is_u64());
+    assert!(with_event(&ev, "done", "COPY f /f").is_some(), "{log}");
+    assert!(ev.iter().any(|e| e["event"] == "message"
+        && e["data"].as_str().unwrap().contains("2 steps ran")));
+    // Every line of stderr is an event: nothing else is mixed in.
+    assert_eq!(ev.len(), log.lines().count(), "{log}");
+
+    let log = wb.build(&["build", "--progress=json", path]);
+    let ev = events(&log);
+    assert!(
+        with_event(&ev, "cached", "RUN echo hello").is_some(),
+        "{log}"
+    );
+    assert!(with_event(&ev, "cached", "COPY f /f").is_some(), "{log}");
+    assert!(!ev.iter().any(|e| e["event"] == "started"), "{log}");
+}
+
+#[test]
+fn tty_progress_draws_a_live_view_and_shows_a_failed_step_in_full() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = ctx();
+    let path = dir.path().to_str().unwrap();
+    let log = wb.build(&["build", "--progress=tty", path]);
+    assert!(log.contains("\x1b["), "no cursor control: {log:?}");
+    assert!(
+        log.contains("=> [stage-0 1/2] RUN echo hello from run"),
+        "{log:?}"
+    );
+    assert!(log.contains("FINISHED"), "{log:?}");
+
+    // Many lines of output, then failure: the view only showed the last lines, so the whole
+    // output is printed with the failed step.
+    let failing =
+        common::context("FROM busybox\nRUN for i in $(seq 1 20); do echo line-$i; done; exit 3\n");
+    let err = wb.fails(&["build", "--progress=tty", failing.path().to_str().unwrap()]);
+    assert!(err.contains("=> ERROR [stage-0 1/1] RUN for i"), "{err:?}");
+    for i in 1..=20 {
+        assert!(
+            err.contains(&format!("  | line-{i}\n")),
+            "line-{i} missing: {err:?}"
+        );
+    }
+    assert!(err.contains("Dockerfile:2"), "{err:?}");
+    assert!(err.contains("exited with code 3"), "{err:?}");
+}
+
+#[test]
+fn plain_progress_is_the_default_off_a_terminal() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = ctx();
+    let log = wb.build(&["build", dir.path().to_str().unwrap()]);
+    assert!(!log.contains("\x1b["), "{log:?}");
+    assert!(log.contains("  | hello from run\n"), "{log}");
+    assert!(log.contains("  DONE "), "{log}");
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn metadata_file_and_iidfile_name_what_was_built() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = ctx();
+    let out = tempfile::tempdir().unwrap();
+    let meta = out.path().join("meta.json");
+    let iid = out.path().join("iid");
+    let oci = out.path().join("oci");
+    wb.build(&[
+        "build",
+        "-t",
+        "app:1",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        dir.path().to_str().unwrap(),
+    ]);
+    let m = read_json(&meta);
+    let index = read_json(&oci.join("index.json"));
+    let desc = &index["manifests"][0];
+    assert_eq!(m["containerimage.digest"], desc["digest"]);
+    assert_eq!(m["containerimage.descriptor"]["digest"], desc["digest"]);
+    assert_eq!(m["containerimage.descriptor"]["size"], desc["size"]);
+    assert_eq!(
+        m["containerimage.config.digest"].as_str().unwrap(),
+        std::fs::read_to_string(&iid).unwrap()
+    );
+    assert_eq!(m["image.name"], "docker.io/library/app:1");
+    // The config digest names the config blob the manifest points at.
+    let digest = desc["digest"].as_str().unwrap().replace(':', "/");
+    let manifest = read_json(&oci.join("blobs").join(digest));
+    assert_eq!(
+        manifest["config"]["digest"],
+        m["containerimage.config.digest"]
+    );
+}
+
+/// Media types of the layers of the single image in an OCI layout directory.
+fn layer_media_types(oci: &Path) -> Vec<String> {
+    let index = read_json(&oci.join("index.json"));
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace(':', "/");
+    let manifest = read_json(&oci.join("blobs").join(digest));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn zstd_compression_writes_zstd_layers_that_tools_read() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = ctx();
+    let path = dir.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let oci = out.path().join("oci");
+    let fs = out.path().join("fs");
+    let log = wb.build(&[
+        "build",
+        "--compression=zstd",
+        "-o",
+        &format!("type=oci,dest={}", oci.display()),
+        "-o",
+        &format!("type=local,dest={}", fs.display()),
+        path,
+    ]);
+    assert!(log.contains("(2 steps ran"), "{log}");
+    let types = layer_media_types(&oci);
+    // The base layer stays as it was; the two new layers are zstd.
+    assert_eq!(types.len(), 3, "{types:?}");
+    assert!(
+        types[1..].iter().all(|t| t.ends_with("tar+zstd")),
+        "{types:?}"
+    );
+    assert_eq!(std::fs::read_to_string(fs.join("f")).unwrap(), "file\n");
+
+    // zstd records and gzip records are kept apart: gzip runs its steps once, then each
+    // compression is cached.
+    let oci_gz = out.path().join("oci-gz");
+    let log = wb.build(&[
+        "build",
+        "-o",
+        &format!("type=oci,dest={}", oci_gz.display()),
+        path,
+    ]);
+    assert!(log.contains("(2 steps ran"), "{log}");
+    assert!(
+        layer_media_types(&oci_gz)[1..]
+            .iter()
+            .all(|t| t.ends_with("tar+gzip"))
+    );
+    let log = wb.build(&["build", "--compression=zstd", path]);
+    assert!(log.contains("(0 steps ran"), "{log}");
+    let log = wb.build(&["build", path]);
+    assert!(log.contains("(0 steps ran"), "{log}");
+
+    // skopeo reads the zstd image and its layers.
+    if common::have_tool("skopeo") {
+        let o = std::process::Command::new("skopeo")
+            .args(["inspect", &format!("oci:{}", oci.display())])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let copy = out.path().join("copy");
+        let o = std::process::Command::new("skopeo")
+            .args([
+                "copy",
+                &format!("oci:{}", oci.display()),
+                &format!("dir:{}", copy.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    let err = wb.fails(&[
+        "build",
+        "--compression=zstd",
+        "--compression-level=30",
+        path,
+    ]);
+    assert!(err.contains("zstd levels are 1 to 22"), "{err}");
+}
