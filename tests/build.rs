@@ -345,6 +345,34 @@ fn bind_mount_from_the_context_is_read_not_copied_and_keys_the_step() {
 }
 
 #[test]
+fn bind_mount_of_the_context_hides_what_dockerignore_leaves_out() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    let c = common::write_dockerfile(
+        ctx.path(),
+        "FROM busybox\n\
+         RUN --mount=type=bind,target=/src ls -A /src > /listing && cat /src/keep/k > /k\n",
+    );
+    std::fs::create_dir(ctx.path().join("keep")).unwrap();
+    std::fs::write(ctx.path().join("keep/k"), "kept\n").unwrap();
+    std::fs::write(ctx.path().join("secret.env"), "TOKEN=1\n").unwrap();
+    std::fs::write(ctx.path().join(".dockerignore"), "*.env\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = wb.build(&["build", "-o", &dest, &c]);
+    let listing = read(&out.path().join("listing"));
+    assert!(!listing.contains("secret.env"), "{listing}\n{log}");
+    assert!(listing.contains("keep"), "{listing}");
+    assert_eq!(read(&out.path().join("k")), "kept\n");
+    // An ignored file is not an input of the step either.
+    std::fs::write(ctx.path().join("secret.env"), "TOKEN=2\n").unwrap();
+    let log = wb.build(&["build", &c]);
+    assert!(log.contains("(0 steps ran, 1 cached)"), "{log}");
+}
+
+#[test]
 fn bind_mount_from_a_stage() {
     let Some(wb) = common::with_busybox() else {
         return;

@@ -82,9 +82,17 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
         .parent_rootfs
         .and_then(|p| fs::symlink_metadata(join(p, &full)).ok())
         .is_some_and(|m| m.is_dir());
-    let globbed = req.sources.iter().any(|s| s.contains(['*', '?', '[']));
-    let count = req.sources.len() + req.inline.len();
-    let dest_dir = slash || exists_dir || globbed || req.parents;
+    let matches = if req.sources.is_empty() {
+        Vec::new()
+    } else {
+        req.from.resolve_sources(req.sources, req.excludes)?
+    };
+    // A glob that matches one object copies it like a plain source (to a file destination
+    // when `dest` is not a directory), as BuildKit does. A glob matching several objects into a
+    // file destination is an error, as the Dockerfile reference says (BuildKit silently keeps
+    // the last match there: moby/buildkit#1853).
+    let count = (req.sources.len() + req.inline.len()).max(matches.len() + req.inline.len());
+    let dest_dir = slash || exists_dir || req.parents;
     if count > 1 && !dest_dir {
         bail!(
             "When using COPY with more than one source file, the destination must be a directory and end with a / (destination {})",
@@ -101,11 +109,6 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
         Ok(p)
     };
 
-    let matches = if req.sources.is_empty() {
-        Vec::new()
-    } else {
-        req.from.resolve_sources(req.sources, req.excludes)?
-    };
     for m in &matches {
         st.copy_match(req, m, &full, dest_dir, &file_target)
             .with_context(|| format!("copying {} to {}", m.source, req.dest))?;
@@ -163,7 +166,10 @@ impl Stager<'_> {
         }
         let mut base: Vec<String> = full.to_vec();
         if req.parents {
-            base.extend(split(&m.path));
+            // `--parents` keeps the source's path below `dest`, from the `/./` pivot on when
+            // the source has one (`x/./y/*.txt` keeps `y/…`).
+            let skip = parents_pivot(&m.source);
+            base.extend(split(&m.path).into_iter().skip(skip));
         } else if top.kind != FileKind::Dir && dest_dir {
             match split(&m.path).pop() {
                 Some(n) => base.push(n),
@@ -636,6 +642,19 @@ fn is_tar(path: &Path) -> Result<bool> {
 }
 
 /// Components of a clean absolute path (`/` → none).
+/// How many leading path components `COPY --parents` drops for `source`: those before a
+/// `/./` pivot, none without one.
+fn parents_pivot(source: &str) -> usize {
+    match source.find("/./") {
+        Some(i) => split(&wbuild_parser::paths::clean_path(&format!(
+            "/{}",
+            &source[..i]
+        )))
+        .len(),
+        None => 0,
+    }
+}
+
 fn split(p: &str) -> Vec<String> {
     p.split('/')
         .filter(|c| !c.is_empty() && *c != "." && *c != "..")
@@ -866,10 +885,27 @@ mod tests {
     }
 
     #[test]
-    fn glob_to_dir_without_slash() {
+    fn glob_matching_several_needs_a_dir() {
         let fx = fx();
-        copy(&fx, &["*.txt"], "/g", |_| {}).unwrap();
+        let e = copy(&fx, &["*.txt"], "/g", |_| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("must be a directory"), "{e:#}");
+        copy(&fx, &["*.txt"], "/g/", |_| {}).unwrap();
         assert_eq!(tree(&fx), s(&["g", "g/a.txt", "g/b.txt"]));
+    }
+
+    #[test]
+    fn glob_matching_one_file_copies_to_a_file_dest() {
+        let fx = fx();
+        copy(&fx, &["a.*"], "/g", |_| {}).unwrap();
+        assert_eq!(tree(&fx), s(&["g"]));
+        assert_eq!(read(&fx, "g"), "aaa");
+    }
+
+    #[test]
+    fn glob_matching_one_dir_copies_its_contents() {
+        let fx = fx();
+        copy(&fx, &["di?"], "/g", |_| {}).unwrap();
+        assert!(tree(&fx).contains(&"g/one".to_string()), "{:?}", tree(&fx));
     }
 
     #[test]
@@ -983,6 +1019,19 @@ mod tests {
         assert_eq!(
             tree(&fx),
             s(&["p", "p/a.txt", "p/dir", "p/dir/sub", "p/dir/sub/two"])
+        );
+    }
+
+    #[test]
+    fn parents_with_a_pivot_keeps_the_path_after_it() {
+        let fx = fx();
+        copy(&fx, &["dir/./sub/two", "./dir/one"], "/p/", |r| {
+            r.parents = true
+        })
+        .unwrap();
+        assert_eq!(
+            tree(&fx),
+            s(&["p", "p/dir", "p/dir/one", "p/sub", "p/sub/two"])
         );
     }
 

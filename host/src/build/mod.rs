@@ -444,6 +444,8 @@ impl<'a> Builder<'a> {
                     target: t.target.clone(),
                     content: t.content.clone().into_bytes(),
                     mode: t.mode,
+                    uid: 0,
+                    gid: 0,
                 }),
                 Mount::Bind(b) => mounts.push(self.bind_mount(b, deps, &mut keep)?),
                 Mount::Cache(c) => mounts.push(self.cache_mount(c, deps, &mut keep)?),
@@ -478,6 +480,8 @@ impl<'a> Builder<'a> {
                             target,
                             content: value,
                             mode: s.mode,
+                            uid: s.uid,
+                            gid: s.gid,
                         });
                     }
                 }
@@ -812,6 +816,41 @@ impl Builder<'_> {
         keep: &mut MountResources,
     ) -> anyhow::Result<ExtraMount> {
         let src = self.mount_source_path(&b.from, &b.source_path, deps)?;
+        if matches!(b.from, Source::Context)
+            && !self.context.ignore_rules().is_empty()
+            && src.is_dir()
+        {
+            // A context directory is shown as COPY sees it: without what .dockerignore leaves
+            // out. Those files are not part of the step's key either.
+            let tmp = tempfile::Builder::new()
+                .prefix(".bind-")
+                .tempdir_in(self.store.tmp_dir())?;
+            copy::stage_copy(
+                &copy::CopyRequest {
+                    from: &self.context,
+                    from_context: false,
+                    sources: std::slice::from_ref(&b.source_path),
+                    inline: &[],
+                    excludes: &[],
+                    dest: "/",
+                    workdir: "/",
+                    parent_rootfs: None,
+                    chown: None,
+                    chmod: None,
+                    parents: false,
+                    unpack: false,
+                },
+                tmp.path(),
+            )
+            .with_context(|| format!("RUN --mount source {}", b.source_path))?;
+            let source = tmp.path().to_path_buf();
+            keep.dirs.push(tmp);
+            return Ok(ExtraMount::Bind {
+                source,
+                target: b.target.clone(),
+                readonly: !b.readwrite,
+            });
+        }
         if !b.readwrite {
             return Ok(ExtraMount::Bind {
                 source: src,

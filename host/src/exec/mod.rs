@@ -46,6 +46,9 @@ pub enum ExtraMount {
         target: String,
         content: Vec<u8>,
         mode: u32,
+        /// Owner of the file inside the container.
+        uid: u32,
+        gid: u32,
     },
 }
 

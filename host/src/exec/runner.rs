@@ -290,9 +290,18 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
     }
     let mut extra_files = Vec::new();
     for (i, m) in spec.mounts.iter().enumerate() {
-        if let ExtraMount::File { content, mode, .. } = m {
+        if let ExtraMount::File {
+            content,
+            mode,
+            uid,
+            gid,
+            ..
+        } = m
+        {
             let p = files_dir.join(format!("mount-{i}"));
             std::fs::write(&p, content)?;
+            std::os::unix::fs::chown(&p, Some(*uid), Some(*gid))
+                .with_context(|| format!("setting the owner of the file mounted at {i}"))?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
             extra_files.push(p);
         }

@@ -272,7 +272,7 @@ fn tmpfs_bind_and_file_mounts_work() {
     let mut spec = env.spec(
         "grep -c ' /scratch tmpfs ' /proc/mounts; echo t > /scratch/t; cat /mnt/shared/in.txt; \
          echo out > /mnt/shared/out.txt; touch /mnt/ro/x 2>/dev/null || echo ro-ok; cat /run/secrets/s; \
-         stat -c %a /run/secrets/s",
+         stat -c '%a %u:%g' /run/secrets/s",
     );
     spec.mounts = vec![
         ExtraMount::Tmpfs {
@@ -293,11 +293,13 @@ fn tmpfs_bind_and_file_mounts_work() {
             target: "/run/secrets/s".into(),
             content: b"s3cret\n".to_vec(),
             mode: 0o400,
+            uid: 1000,
+            gid: 1001,
         },
     ];
     let (outcome, out) = env.run(&spec);
     assert!(outcome.success(), "{out}");
-    assert_eq!(out, "1\nfrom host\nro-ok\ns3cret\n400\n");
+    assert_eq!(out, "1\nfrom host\nro-ok\ns3cret\n400 1000:1001\n");
     assert_eq!(
         std::fs::read_to_string(shared.join("out.txt")).unwrap(),
         "out\n"
