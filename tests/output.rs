@@ -1,5 +1,6 @@
 //! End-to-end tests of what a build reports and writes besides the image: `--progress`
-//! (plain, tty, json), `--metadata-file` and `--iidfile`, and `--compression=zstd` layers.
+//! (plain, tty, json), `--metadata-file` and `--iidfile`, `--compression=zstd` layers, and
+//! `-o type=docker` archives that a private dockerd loads and runs.
 //! As root with runc, on the busybox base of the test harness.
 
 mod common;
@@ -245,4 +246,107 @@ fn zstd_compression_writes_zstd_layers_that_tools_read() {
         path,
     ]);
     assert!(err.contains("zstd levels are 1 to 22"), "{err}");
+}
+
+/// A private dockerd (own data root, exec root and socket), stopped on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let log = std::fs::File::create(d.join("log")).unwrap();
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("sock").display()))
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let docker = Dockerd { dir, child };
+        for _ in 0..120 {
+            if docker.docker(&["info"]).status.success() {
+                return docker;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        panic!(
+            "dockerd did not start:\n{}",
+            std::fs::read_to_string(docker.dir.path().join("log")).unwrap_or_default()
+        );
+    }
+
+    fn docker(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("/usr/bin/docker")
+            .arg("-H")
+            .arg(format!("unix://{}", self.dir.path().join("sock").display()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd stop its containerd and unmount what it mounted.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_archive_loads_into_docker_and_runs() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    if !common::have_tool("dockerd") {
+        return;
+    }
+    let dir = common::context(
+        "FROM busybox\nRUN echo built-by-wbuild > /made\nCOPY f /f\nENV GREETING=hi\nCMD [\"cat\", \"/made\"]\n",
+    );
+    std::fs::write(dir.path().join("f"), "file\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("img.tar");
+    wb.build(&[
+        "build",
+        "-t",
+        "wbuild-test/loaded:1",
+        "-o",
+        &format!("type=docker,dest={}", tar.display()),
+        dir.path().to_str().unwrap(),
+    ]);
+    let docker = Dockerd::start();
+    let o = docker.docker(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("wbuild-test/loaded:1"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = docker.docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Env}} {{json .Config.Cmd}} {{len .RootFS.Layers}}",
+        "wbuild-test/loaded:1",
+    ]);
+    let inspect = String::from_utf8_lossy(&o.stdout);
+    assert!(inspect.contains("GREETING=hi"), "{inspect}");
+    assert!(inspect.contains(r#"["cat","/made"]"#), "{inspect}");
+    assert!(inspect.trim_end().ends_with(" 3"), "{inspect}");
+    // Docker runs it: the layers unpack and the config is what the Dockerfile said.
+    let o = docker.docker(&["run", "--rm", "--network=none", "wbuild-test/loaded:1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built-by-wbuild\n");
 }
