@@ -373,6 +373,46 @@ fn bind_mount_of_the_context_hides_what_dockerignore_leaves_out() {
 }
 
 #[test]
+fn ssh_agent_socket_is_forwarded_and_left_out_of_the_image() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let agent_dir = tempfile::tempdir().unwrap();
+    let sock = agent_dir.path().join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = common::write_dockerfile(
+        ctx.path(),
+        "FROM busybox\n\
+         RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /agent\n\
+         RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,required=true test -S /tmp/deploy.sock && echo ok > /deploy\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let default = format!("default={}", sock.display());
+    let deploy = format!("deploy={}", sock.display());
+    wb.build(&[
+        "build", "--ssh", &default, "--ssh", &deploy, "-o", &dest, &c,
+    ]);
+    assert_eq!(
+        read(&out.path().join("agent")),
+        "/run/buildkit/ssh_agent.0\n"
+    );
+    assert_eq!(read(&out.path().join("deploy")), "ok\n");
+    assert!(!out.path().join("run/buildkit").exists());
+    assert!(!out.path().join("tmp/deploy.sock").exists());
+
+    // A required agent that was not given names the flag to pass.
+    let err = wb.fails(&["build", "--no-cache", "--ssh", &default, &c]);
+    assert!(err.contains("--ssh deploy"), "{err}");
+    // A key file is not an agent.
+    std::fs::write(agent_dir.path().join("id_ed25519"), "key").unwrap();
+    let key = format!("default={}", agent_dir.path().join("id_ed25519").display());
+    let err = wb.fails(&["build", "--ssh", &key, &c]);
+    assert!(err.contains("is not an agent socket"), "{err}");
+}
+
+#[test]
 fn bind_mount_from_a_stage() {
     let Some(wb) = common::with_busybox() else {
         return;

@@ -59,6 +59,8 @@ pub struct BuildOptions {
     pub file_name: String,
     /// How new layers are compressed (`--compression`).
     pub compression: Compression,
+    /// `--ssh ID[=SOCKET]`: SSH agent sockets RUN steps may mount, by id.
+    pub ssh: Vec<(String, PathBuf)>,
     /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
     pub secrets: Vec<(String, SecretSource)>,
 }
@@ -434,6 +436,7 @@ impl<'a> Builder<'a> {
         // Temp dirs and locks the mounts need until the command has finished.
         let mut keep = MountResources::default();
         let mut mounts = Vec::new();
+        let mut ssh_env_set = false;
         for m in &run.mounts {
             match m {
                 Mount::Tmpfs(t) => mounts.push(ExtraMount::Tmpfs {
@@ -485,10 +488,31 @@ impl<'a> Builder<'a> {
                         });
                     }
                 }
-                Mount::Ssh(_) => bail!(
-                    "RUN --mount=type=ssh is not supported yet (no SSH agent forwarding); \
-                     use --mount=type=secret for keys the step needs"
-                ),
+                Mount::Ssh(s) => {
+                    let Some(socket) = self.opts.ssh.iter().find(|(id, _)| *id == s.id) else {
+                        if s.required {
+                            bail!(
+                                "RUN --mount=type=ssh,id={id}: no SSH agent {id:?} was given; \
+                                 pass one with `--ssh {id}` (the agent of $SSH_AUTH_SOCK) or \
+                                 `--ssh {id}=/path/to/agent.sock`",
+                                id = s.id
+                            );
+                        }
+                        continue;
+                    };
+                    // The agent's socket is bound into the container; the first ssh mount is
+                    // the one SSH_AUTH_SOCK names, as in BuildKit. Never part of the key.
+                    if !ssh_env_set {
+                        env.retain(|(k, _)| k != "SSH_AUTH_SOCK");
+                        env.push(("SSH_AUTH_SOCK".into(), s.target.clone()));
+                        ssh_env_set = true;
+                    }
+                    mounts.push(ExtraMount::Bind {
+                        source: socket.1.clone(),
+                        target: s.target.clone(),
+                        readonly: false,
+                    });
+                }
             }
         }
         let work = tempfile::Builder::new()

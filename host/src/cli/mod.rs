@@ -118,6 +118,11 @@ pub struct BuildOpts {
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     pub secrets: Vec<String>,
 
+    /// Give RUN --mount=type=ssh an SSH agent: `default` (or any ID) alone forwards the agent of
+    /// $SSH_AUTH_SOCK, ID=SOCKET a given agent socket (repeatable)
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+
     /// Write the image ID (the config digest) to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -383,6 +388,38 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, crate::build::SecretSourc
     Ok((id, source))
 }
 
+/// `--ssh default` | `--ssh ID=SOCKET`: an SSH agent socket by id. Key files (which BuildKit
+/// loads into an agent of its own) are refused with what to do instead.
+fn parse_ssh(spec: &str) -> anyhow::Result<(String, PathBuf)> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").filter(|s| !s.is_empty());
+            let Some(sock) = sock else {
+                bail!(
+                    "--ssh {spec}: SSH_AUTH_SOCK is not set; start an agent (`eval $(ssh-agent)` \
+                     and `ssh-add`) or give its socket: --ssh {spec}=/path/to/agent.sock"
+                );
+            };
+            (spec.to_string(), PathBuf::from(sock))
+        }
+    };
+    if id.is_empty() {
+        bail!("--ssh {spec:?}: the id is empty; use --ssh default or --ssh ID=SOCKET");
+    }
+    use std::os::unix::fs::FileTypeExt;
+    let md = std::fs::metadata(&path)
+        .with_context(|| format!("--ssh {spec}: cannot use {}", path.display()))?;
+    if !md.file_type().is_socket() {
+        bail!(
+            "--ssh {spec}: {} is not an agent socket (key files are not loaded by wbuild; \
+             add the key to an ssh-agent with `ssh-add` and pass the agent)",
+            path.display()
+        );
+    }
+    Ok((id, path))
+}
+
 fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
     let planned = translate(root, opts)?;
     let outputs = opts
@@ -411,6 +448,11 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
         },
         file_name: planned.file_name.clone(),
         compression: opts.compression.with_level(opts.compression_level)?,
+        ssh: opts
+            .ssh
+            .iter()
+            .map(|s| parse_ssh(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
         secrets: opts
             .secrets
             .iter()
