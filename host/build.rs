@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (crate name, file name in OUT_DIR)
-const FRONTENDS: &[(&str, &str)] = &[("wbuild-frontend-dockerfile", "dockerfile.wasm")];
+const FRONTENDS: &[(&str, &str)] = &[
+    ("wbuild-frontend-dockerfile", "dockerfile.wasm"),
+    ("wbuild-frontend-dockerfile-ext", "dockerfile-ext.wasm"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -25,6 +28,9 @@ fn main() {
     );
 
     let target_dir = workspace.join("target").join("frontends");
+    // Each component is copied right after its own build: building a frontend that uses another
+    // one as a library (dockerfile-ext uses dockerfile) also writes that library's cdylib, without
+    // its exports, over the same file name.
     for (krate, file) in FRONTENDS {
         build_guest(&workspace, &target_dir, krate);
         let artifact = target_dir

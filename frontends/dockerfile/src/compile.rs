@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use wbuild_parser::{Node, ParseResult};
+use wbuild_parser::{Directives, Node, ParseResult, Warning};
 
 use crate::bindings::wbuild::frontend::host::ImageConfig;
 use crate::bindings::wbuild::frontend::types::{
@@ -15,6 +15,7 @@ use crate::bindings::wbuild::frontend::types::{
     Source, Span, Stage, TextMount, Translation,
 };
 use crate::flags::{Flags, Kind};
+use crate::items::{Choice, Item};
 use crate::{mounts, values};
 
 /// What the compiler needs from the host; the real one calls the WIT imports, tests use a fake.
@@ -53,14 +54,26 @@ pub fn translate(input: &Input, host: &dyn Host) -> Result<Translation, Vec<Diag
     compile(input, &tree, host)
 }
 
-/// Same, from an already-parsed tree (the extended-syntax frontend will call this after
-/// resolving its IF blocks).
+/// Same, from an already-parsed tree.
 pub fn compile(
     input: &Input,
     tree: &ParseResult,
     host: &dyn Host,
 ) -> Result<Translation, Vec<Diagnostic>> {
-    Compiler::new(input, tree, host).run(tree)
+    let items: Vec<Item> = tree.children.iter().map(Item::Instruction).collect();
+    compile_items(input, &tree.directives, &tree.warnings, &items, host)
+}
+
+/// Compiles a tree of items whose conditional blocks are decided as the compiler reaches them
+/// (the extended-syntax frontend). `directives` and `warnings` come from the parse.
+pub fn compile_items(
+    input: &Input,
+    directives: &Directives,
+    warnings: &[Warning],
+    items: &[Item],
+    host: &dyn Host,
+) -> Result<Translation, Vec<Diagnostic>> {
+    Compiler::new(input, directives, host).run(warnings, items)
 }
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -189,8 +202,11 @@ struct Compiler<'a> {
     used_args: HashSet<String>,
     /// Global ARGs (before the first FROM) with effective values; predefined args first.
     global: Vec<(String, Option<String>)>,
-    /// Stage names by index, collected before compiling (for forward references).
+    /// Stage names by index, as written on the FROM lines compiled so far.
     names: Vec<Option<String>>,
+    /// Every stage name in the file (in every branch of a conditional block) and the line of
+    /// its first FROM, to tell a reference to a stage that is not there from an image.
+    all_names: HashMap<String, usize>,
     stages: Vec<Compiled>,
     configs: HashMap<(String, String), Result<ImageConfig, String>>,
 }
@@ -198,7 +214,7 @@ struct Compiler<'a> {
 type R<T> = Result<T, Diagnostic>;
 
 impl<'a> Compiler<'a> {
-    fn new(input: &'a Input, tree: &ParseResult, host: &'a dyn Host) -> Self {
+    fn new(input: &'a Input, directives: &Directives, host: &'a dyn Host) -> Self {
         let mut build_args = HashMap::new();
         for kv in &input.build_args {
             build_args.insert(kv.key.clone(), kv.value.clone());
@@ -219,8 +235,7 @@ impl<'a> Compiler<'a> {
                 Some(p.variant.clone().unwrap_or_default()),
             ));
         }
-        let checks = tree
-            .directives
+        let checks = directives
             .check
             .as_ref()
             .map(|(v, _)| Checks::parse(v))
@@ -228,7 +243,7 @@ impl<'a> Compiler<'a> {
         Compiler {
             input,
             host,
-            escape: tree.directives.escape,
+            escape: directives.escape,
             lines: input.source.lines().collect(),
             errors: Vec::new(),
             warnings: Vec::new(),
@@ -238,6 +253,7 @@ impl<'a> Compiler<'a> {
             used_args: HashSet::new(),
             global,
             names: Vec::new(),
+            all_names: HashMap::new(),
             stages: Vec::new(),
             configs: HashMap::new(),
         }
@@ -350,42 +366,22 @@ impl<'a> Compiler<'a> {
 
     // ---- driver ----
 
-    fn run(mut self, tree: &ParseResult) -> Result<Translation, Vec<Diagnostic>> {
-        for w in &tree.warnings {
+    fn run(mut self, warnings: &[Warning], items: &[Item]) -> Result<Translation, Vec<Diagnostic>> {
+        for w in warnings {
             let d = self.diag_at(w.line, 1, w.message.clone(), "");
             self.warnings.push(d);
         }
         // Stage names first, so a reference to a later stage is recognised as one.
-        for node in tree.children.iter().filter(|n| n.value == "from") {
-            let name = (node.args.len() == 3).then(|| node.args[2].to_ascii_lowercase());
-            self.names.push(name);
+        for item in items {
+            item.visit_instructions(&mut |node| {
+                if let Some(name) = stage_name(node) {
+                    self.all_names.entry(name).or_insert(node.start_line);
+                }
+            });
         }
 
         let mut current: Option<Current> = None;
-        for node in &tree.children {
-            if node.value == "from" {
-                if let Some(cur) = current.take() {
-                    self.finish(cur);
-                }
-                current = Some(self.start_stage(node));
-                continue;
-            }
-            let result = match current.as_mut() {
-                Some(cur) => self.instruction(cur, node),
-                None if node.value == "arg" => self.global_arg(node),
-                None => Err(self.err(
-                    node,
-                    format!(
-                        "{} before the first FROM: only ARG instructions may come before \
-                         the first FROM (no build stage in current context)",
-                        node.value.to_ascii_uppercase()
-                    ),
-                )),
-            };
-            if let Err(d) = result {
-                self.errors.push(d);
-            }
-        }
+        self.walk(items, &mut current);
         if let Some(cur) = current.take() {
             self.finish(cur);
         }
@@ -492,6 +488,85 @@ impl<'a> Compiler<'a> {
         })
     }
 
+    fn walk(&mut self, items: &[Item], current: &mut Option<Current>) {
+        for item in items {
+            match item {
+                Item::Instruction(node) => self.step(node, current),
+                Item::Choice(choice) => self.choose(choice, current),
+            }
+        }
+    }
+
+    fn step(&mut self, node: &Node, current: &mut Option<Current>) {
+        if node.value == "from" {
+            if let Some(cur) = current.take() {
+                self.finish(cur);
+            }
+            *current = Some(self.start_stage(node));
+            return;
+        }
+        let result = match current.as_mut() {
+            Some(cur) => self.instruction(cur, node),
+            None if node.value == "arg" => self.global_arg(node),
+            None => Err(self.err(
+                node,
+                format!(
+                    "{} before the first FROM: only ARG instructions may come before \
+                     the first FROM (no build stage in current context)",
+                    node.value.to_ascii_uppercase()
+                ),
+            )),
+        };
+        if let Err(d) = result {
+            self.errors.push(d);
+        }
+    }
+
+    /// Compiles the first branch of `choice` whose condition holds. A condition sees what a
+    /// `$VAR` of an instruction at its place sees (the stage's ENV and ARGs; before the first
+    /// FROM, the global ARGs) and, inside a stage, the global ARGs as well, so that a block can
+    /// choose between stages on a global ARG without declaring it again.
+    fn choose(&mut self, choice: &Choice, current: &mut Option<Current>) {
+        for branch in &choice.branches {
+            let holds = match &branch.condition {
+                None => Ok(true),
+                Some(c) => {
+                    let state = current.as_ref().map(|c| &c.state);
+                    c.holds(&|k| {
+                        state
+                            .and_then(|s| s.lookup(k))
+                            .or_else(|| self.global_lookup(k))
+                    })
+                }
+            };
+            match holds {
+                Ok(true) => {
+                    self.walk(&branch.items, current);
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let d = self.diag_at(e.line, e.column, e.message, &e.text);
+                    self.errors.push(d);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Why `name` (lower case) is not a stage at this point, when the file defines it elsewhere.
+    fn missing_stage(&self, name: &str, line: usize) -> Option<String> {
+        let defined = *self.all_names.get(name)?;
+        Some(if defined < line {
+            format!(
+                "stage \"{name}\" is defined (line {defined}) in a branch of a conditional \
+                 block that was not taken"
+            )
+        } else {
+            format!("stage \"{name}\" is used before it is defined: move its FROM above this one")
+        })
+    }
+
     fn finish(&mut self, cur: Current) {
         let c = &mut self.stages[cur.index];
         c.stage.ops = cur.ops;
@@ -504,6 +579,7 @@ impl<'a> Compiler<'a> {
 
     fn start_stage(&mut self, node: &Node) -> Current {
         let index = self.stages.len();
+        self.names.push(stage_name(node));
         let mut resolve_error = None;
         let (name, base, platform, state) = match self.parse_from(node, index) {
             Ok(parts) => parts,
@@ -708,16 +784,12 @@ impl<'a> Compiler<'a> {
             }
             return Err(self.err_text(
                 node,
-                if i == index {
-                    format!("circular dependency detected on stage: {lower}")
-                } else {
-                    format!(
-                        "stage \"{lower}\" is used before it is defined: move its FROM above \
-                         this one"
-                    )
-                },
+                format!("circular dependency detected on stage: {lower}"),
                 image,
             ));
+        }
+        if let Some(message) = self.missing_stage(&lower, node.start_line) {
+            return Err(self.err_text(node, message, image));
         }
         let base = Base::Image(ImageRef {
             reference,
@@ -1067,8 +1139,9 @@ impl<'a> Compiler<'a> {
                 wbuild_parser::shell::expand_word(w, self.escape, &|k| state.lookup(k))
                     .map_err(|e| format!("failed to process \"{w}\": {}", e.message))
             };
-            let resolve =
-                |f: &str| self.resolve_source(cur.index, cur.platform.as_ref(), f, "from");
+            let resolve = |f: &str| {
+                self.resolve_source(cur.index, cur.platform.as_ref(), f, "from", node.start_line)
+            };
             let ctx = mounts::MountContext {
                 expand: &expand,
                 resolve_from: &resolve,
@@ -1171,6 +1244,7 @@ impl<'a> Compiler<'a> {
         platform: Option<&Platform>,
         from: &str,
         what: &str,
+        line: usize,
     ) -> Result<Source, String> {
         if !from.is_empty() && from.chars().all(|c| c.is_ascii_digit()) {
             return match from.parse::<usize>() {
@@ -1196,6 +1270,16 @@ impl<'a> Compiler<'a> {
                     "{what}={from} names stage \"{lower}\", which is defined later in the file"
                 )),
             };
+        }
+        if let Some(&defined) = self.all_names.get(&lower) {
+            return Err(if defined < line {
+                format!(
+                    "{what}={from} names stage \"{lower}\", which is defined (line {defined}) \
+                     in a branch of a conditional block that was not taken"
+                )
+            } else {
+                format!("{what}={from} names stage \"{lower}\", which is defined later in the file")
+            });
         }
         if from.is_empty() {
             return Err(format!(
@@ -1259,7 +1343,13 @@ impl<'a> Compiler<'a> {
                     ));
                 }
                 let s = self
-                    .resolve_source(cur.index, cur.platform.as_ref(), &v, "--from")
+                    .resolve_source(
+                        cur.index,
+                        cur.platform.as_ref(),
+                        &v,
+                        "--from",
+                        node.start_line,
+                    )
                     .map_err(|e| self.err_text(node, e, &o.raw))?;
                 if let Source::Stage(i) = s {
                     cur.deps.push(i);
@@ -1482,6 +1572,11 @@ impl<'a> Compiler<'a> {
         );
         Ok(())
     }
+}
+
+/// The `AS name` of a FROM line, lower-cased.
+fn stage_name(node: &Node) -> Option<String> {
+    (node.value == "from" && node.args.len() == 3).then(|| node.args[2].to_ascii_lowercase())
 }
 
 fn scratch_state() -> State {

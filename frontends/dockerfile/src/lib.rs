@@ -4,8 +4,9 @@
 //! IR of `wit/wbuild.wit`: ARG scoping, variable expansion, flag validation and the resolution of
 //! shell forms into argument vectors all happen here, so the host only ever sees plain IR.
 //!
-//! The crate is also a library: [`compile`] is reused by the extended-syntax frontend, which
-//! turns its `IF`/`ELSE` blocks into a plain Dockerfile parse tree first.
+//! The crate is also a library: the extended-syntax frontend hands [`compile::compile_items`] a
+//! tree of [`items`] whose `IF`/`ELSE` blocks the compiler decides where ARG and ENV values are
+//! known.
 
 pub mod bindings {
     //! Types and imports generated from `wit/wbuild.wit`.
@@ -21,6 +22,7 @@ pub mod bindings {
 
 pub mod compile;
 mod flags;
+pub mod items;
 mod mounts;
 mod values;
 

@@ -20,4 +20,4 @@ pub mod paths;
 pub mod shell;
 
 pub use ast::{Directives, Heredoc, Node, ParseError, ParseResult, Warning};
-pub use parser::parse;
+pub use parser::{Options, parse, parse_with};

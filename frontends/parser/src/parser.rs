@@ -7,6 +7,21 @@ use crate::ast::{Directives, Heredoc, Node, ParseError, ParseResult, Warning};
 /// Unlike BuildKit's parser, an unknown instruction is an error here (BuildKit reports it one
 /// stage later, with the same message).
 pub fn parse(source: &str) -> Result<ParseResult, ParseError> {
+    parse_with(source, &Options::default())
+}
+
+/// What a syntax built on the Dockerfile's accepts beyond it.
+#[derive(Debug, Clone, Default)]
+pub struct Options<'a> {
+    /// Extra keywords (lower case) accepted as instructions, e.g. `["if", "else", "done"]`.
+    /// Such a line becomes a [`Node`] whose `value` is the keyword and whose single argument is
+    /// the rest of the line as written (no flags, no splitting; empty when there is none). An
+    /// extension keyword is never accepted as an `ONBUILD` trigger.
+    pub extensions: &'a [&'a str],
+}
+
+/// Parses like [`parse`], also accepting the keywords of `options.extensions`.
+pub fn parse_with(source: &str, options: &Options) -> Result<ParseResult, ParseError> {
     let lines: Vec<&str> = source.split_inclusive('\n').collect();
     let mut state = DirectiveState::default();
     let mut children = Vec::new();
@@ -75,7 +90,8 @@ pub fn parse(source: &str) -> Result<ParseResult, ParseError> {
             text: line.trim().to_string(),
         };
 
-        let mut node = node_from_line(&line, escape).map_err(|m| located(m, start_line))?;
+        let mut node = node_from_line(&line, escape, options.extensions)
+            .map_err(|m| located(m, start_line))?;
 
         if node.can_contain_heredoc() && line.contains("<<") {
             for mut heredoc in heredocs_from_line(&line) {
@@ -309,8 +325,23 @@ fn split_ws_2(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
+fn node_from_line(line: &str, escape: char, extensions: &[&str]) -> Result<Node, String> {
     let (cmd, rest) = split_ws_2(line.trim());
+    let lower = cmd.to_lowercase();
+    if extensions.contains(&lower.as_str()) {
+        return Ok(Node {
+            value: lower,
+            args: vec![rest.unwrap_or_default().to_string()],
+            flags: Vec::new(),
+            json: false,
+            heredocs: Vec::new(),
+            child: None,
+            original: line.to_string(),
+            start_line: 0,
+            end_line: 0,
+            column: 0,
+        });
+    }
     let (args_str, flags) = match rest {
         Some(rest) => extract_flags(rest),
         None => (String::new(), Vec::new()),
@@ -360,8 +391,14 @@ fn node_from_line(line: &str, escape: char) -> Result<Node, String> {
         "healthcheck" => (node.args, node.json) = parse_health_config(rest)?,
         "onbuild" => {
             if !rest.is_empty() {
-                let child = node_from_line(rest, escape)?;
+                let child = node_from_line(rest, escape, extensions)?;
                 match child.value.as_str() {
+                    ext if extensions.contains(&ext) => {
+                        return Err(format!(
+                            "{} isn't allowed as an ONBUILD trigger",
+                            ext.to_uppercase()
+                        ));
+                    }
                     "onbuild" => return Err("ONBUILD ONBUILD is not allowed".to_string()),
                     "from" | "maintainer" => {
                         return Err(format!(
@@ -1285,6 +1322,33 @@ mod tests {
             "(copy [\"--from=a b\" \"--chmod=755\"] \"x\" \"y\")\n(run \"[\\\"a\\\"] b\")\n(healthcheck [\"--interval=5s\"] \"CMD\" \"x\")\n(healthcheck \"NONE\")"
         );
         assert!(parse("FROM a\nRUN [\"a\"]").unwrap().children[1].json);
+    }
+
+    #[test]
+    fn extension_keywords_only_when_asked() {
+        let src = "FROM a\nIF $X == \\\n  1\nrun y\nElse\nDONE\n";
+        let e = parse(src).unwrap_err();
+        assert!(e.message.starts_with("unknown instruction: IF"), "{e}");
+        let options = Options {
+            extensions: &["if", "else", "done"],
+        };
+        let r = parse_with(src, &options).unwrap();
+        let n = &r.children[1];
+        assert_eq!(n.value, "if");
+        assert_eq!(n.args, ["$X ==   1"]);
+        assert!(n.flags.is_empty());
+        assert_eq!((n.start_line, n.end_line, n.column), (2, 3, 1));
+        assert_eq!(r.children[3].value, "else");
+        assert_eq!(r.children[3].args, [""]);
+        assert_eq!(r.children[4].value, "done");
+        // Flags are not taken out of an extension line.
+        let r = parse_with("IF --x == y\n", &options).unwrap();
+        assert_eq!(r.children[0].args, ["--x == y"]);
+        let e = parse_with("ONBUILD IF a == b\n", &options).unwrap_err();
+        assert!(
+            e.message.contains("IF isn't allowed as an ONBUILD trigger"),
+            "{e}"
+        );
     }
 
     #[test]

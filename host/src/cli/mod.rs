@@ -76,7 +76,8 @@ pub enum DebugCommand {
 /// What selects and feeds the frontend; shared by `build` and `plan`.
 #[derive(Args, Debug, Clone)]
 pub struct BuildOpts {
-    /// Frontend component (a .wasm file) or the name of an embedded one (`dockerfile`)
+    /// Frontend component (a .wasm file) or the name of an embedded one (`dockerfile`,
+    /// `dockerfile-ext`)
     #[arg(long, value_name = "FILE.wasm")]
     pub frontend: Option<String>,
 
@@ -545,20 +546,93 @@ fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
     })
 }
 
+/// `wbuild frontends`: the embedded frontends, then the other frontends compiled in the cache
+/// (frontends used with `--frontend FILE.wasm` or `# syntax=FILE.wasm`), each with the name
+/// and version it reports, its digest and where it came from.
 fn frontends(root: &Path) -> anyhow::Result<()> {
     let rt = runtime(root)?;
-    println!(
-        "{:<12} {:<10} {:<73} DESCRIPTION",
-        "NAME", "VERSION", "DIGEST"
-    );
+    let mut rows = Vec::new();
+    let mut embedded_digests = Vec::new();
     for e in embedded::ALL {
         let fe = rt.load_bytes(e.name, e.bytes)?;
         let info = rt.info(&fe)?;
-        println!(
-            "{:<12} {:<10} {:<73} {} (embedded)",
-            info.name, info.version, fe.digest, info.description
-        );
+        embedded_digests.push(fe.digest.clone());
+        rows.push([
+            info.name,
+            info.version,
+            fe.digest,
+            "embedded".to_string(),
+            info.description,
+        ]);
     }
+    let cached = rt.cached()?;
+    let mut artifact_bytes = 0;
+    for artifact in &cached {
+        artifact_bytes += artifact.artifact_size;
+        let Some(meta) = &artifact.info else {
+            rows.push([
+                "?".into(),
+                "?".into(),
+                "?".into(),
+                artifact.path.display().to_string(),
+                "an artifact without its description (recompiled on next use)".into(),
+            ]);
+            continue;
+        };
+        if embedded_digests.contains(&meta.digest) {
+            continue;
+        }
+        if !artifact.usable {
+            rows.push([
+                "?".into(),
+                "?".into(),
+                meta.digest.clone(),
+                meta.source.clone(),
+                "compiled by another version of wbuild (recompiled on next use)".into(),
+            ]);
+            continue;
+        }
+        let described = rt
+            .load_cached(artifact)
+            .and_then(|fe| rt.info(&fe).map(|i| (fe, i)));
+        match described {
+            Ok((fe, info)) => rows.push([
+                info.name,
+                info.version,
+                fe.digest,
+                meta.source.clone(),
+                info.description,
+            ]),
+            Err(e) => rows.push([
+                "?".into(),
+                "?".into(),
+                meta.digest.clone(),
+                meta.source.clone(),
+                format!("cannot be loaded: {e:#}"),
+            ]),
+        }
+    }
+    let header = ["NAME", "VERSION", "DIGEST", "SOURCE", "DESCRIPTION"].map(String::from);
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (w, cell) in widths.iter().zip(row) {
+            line += &format!("{cell:<w$}  ");
+        }
+        line += &row[4];
+        println!("{line}");
+    }
+    println!(
+        "\n{} compiled in {} ({:.1} MiB)",
+        cached.len(),
+        root.join("cache/frontends").display(),
+        artifact_bytes as f64 / (1024.0 * 1024.0)
+    );
     Ok(())
 }
 

@@ -3,12 +3,15 @@
 //!
 //! Only artifacts this host wrote are ever deserialized: they live in a directory the host owns
 //! and are named by a key derived from the exact bytes compiled and the engine settings.
+//! Beside each artifact `KEY.cwasm` a small `KEY.json` records what was compiled (component
+//! digest, where it was loaded from, the engine hash), so `wbuild frontends` can list the cache.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -27,14 +30,105 @@ pub enum LoadKind {
     Cached,
 }
 
+/// What `KEY.json` records about the artifact `KEY.cwasm`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// `sha256:` digest of the component that was compiled.
+    pub digest: String,
+    /// Where the component was loaded from when it was compiled: a path, or the name of an
+    /// embedded frontend.
+    pub source: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// The engine's compatibility hash (hex); an artifact of another engine is never loaded.
+    pub engine: String,
+}
+
+/// A compiled frontend found in the cache.
+#[derive(Debug, Clone)]
+pub struct CachedArtifact {
+    pub path: PathBuf,
+    /// None for an artifact without a readable `KEY.json`.
+    pub info: Option<ArtifactInfo>,
+    /// Whether this engine can load it.
+    pub usable: bool,
+    /// Size of the compiled artifact in bytes.
+    pub artifact_size: u64,
+}
+
 impl ArtifactCache {
     /// A cache in `dir` (created on first write), or none at all.
     pub fn new(dir: Option<PathBuf>) -> Self {
         ArtifactCache { dir }
     }
 
-    /// Load `bytes` as a component, from the cache when possible.
-    pub fn load(&self, engine: &Engine, bytes: &[u8]) -> anyhow::Result<(Component, LoadKind)> {
+    /// The compiled artifacts in the cache, sorted by path.
+    pub fn list(&self, engine: &Engine) -> anyhow::Result<Vec<CachedArtifact>> {
+        let Some(dir) = &self.dir else {
+            return Ok(Vec::new());
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        let engine_hash = engine_hash(engine);
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "cwasm") {
+                continue;
+            }
+            let info: Option<ArtifactInfo> = std::fs::read(path.with_extension("json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let usable = info.as_ref().is_some_and(|i| i.engine == engine_hash);
+            let artifact_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            out.push(CachedArtifact {
+                path,
+                info,
+                usable,
+                artifact_size,
+            });
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Deserialize an artifact [`ArtifactCache::list`] found usable.
+    pub fn load_listed(
+        &self,
+        engine: &Engine,
+        artifact: &CachedArtifact,
+    ) -> anyhow::Result<Component> {
+        let in_cache = self
+            .dir
+            .as_deref()
+            .is_some_and(|d| artifact.path.parent() == Some(d));
+        if !in_cache || !artifact.usable {
+            anyhow::bail!(
+                "{} is not a usable artifact of this cache",
+                artifact.path.display()
+            );
+        }
+        let bytes = std::fs::read(&artifact.path)
+            .with_context(|| format!("reading {}", artifact.path.display()))?;
+        // SAFETY: as in `load`: a file of the host's own cache directory, named by the
+        // component's digest and the engine hash, written by `store`; its `KEY.json` says it
+        // was compiled by this engine configuration, and wasmtime checks the header again.
+        unsafe { Component::deserialize(engine, &bytes) }
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("loading {}", artifact.path.display()))
+    }
+
+    /// Load `bytes` as a component, from the cache when possible; `source` says where the
+    /// bytes came from (recorded when the artifact is written).
+    pub fn load(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        source: &str,
+    ) -> anyhow::Result<(Component, LoadKind)> {
         let Some(dir) = &self.dir else {
             return Ok((Component::new(engine, bytes)?, LoadKind::Compiled));
         };
@@ -55,10 +149,25 @@ impl ArtifactCache {
             }
         }
         let component = Component::new(engine, bytes)?;
-        // A cache that cannot be written (read-only root) only costs time.
-        let _ = store(&path, &component.serialize()?);
+        // A cache that cannot be written (read-only root) only costs time. The artifact goes
+        // first: a `KEY.json` always describes a complete artifact.
+        if store(&path, &component.serialize()?).is_ok() {
+            let info = ArtifactInfo {
+                digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+                source: source.to_string(),
+                size: bytes.len() as u64,
+                engine: engine_hash(engine),
+            };
+            let _ = store(&path.with_extension("json"), &serde_json::to_vec(&info)?);
+        }
         Ok((component, LoadKind::Compiled))
     }
+}
+
+fn engine_hash(engine: &Engine) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// sha256 of the component bytes and the engine's precompile compatibility hash.
@@ -71,6 +180,48 @@ pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
     h.update(bytes);
     h.update(engine_hash.finish().to_le_bytes());
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_lists_what_it_compiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        let cache = ArtifactCache::new(Some(dir.path().join("frontends")));
+        assert!(cache.list(&engine).unwrap().is_empty());
+        // The smallest component there is.
+        let bytes = b"\0asm\x0d\0\x01\0";
+        let (_, kind) = cache.load(&engine, bytes, "/somewhere/empty.wasm").unwrap();
+        assert_eq!(kind, LoadKind::Compiled);
+        let listed = cache.list(&engine).unwrap();
+        assert_eq!(listed.len(), 1);
+        let info = listed[0].info.as_ref().unwrap();
+        assert_eq!(info.source, "/somewhere/empty.wasm");
+        assert_eq!(info.size, 8);
+        assert_eq!(
+            info.digest,
+            format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+        );
+        assert!(listed[0].usable && listed[0].artifact_size > 0);
+        cache.load_listed(&engine, &listed[0]).unwrap();
+
+        // Another engine configuration cannot use it.
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let other = Engine::new(&config).unwrap();
+        let listed = cache.list(&other).unwrap();
+        assert!(!listed[0].usable);
+        assert!(cache.load_listed(&other, &listed[0]).is_err());
+
+        // An artifact without its description is listed, never loaded.
+        std::fs::remove_file(listed[0].path.with_extension("json")).unwrap();
+        let listed = cache.list(&engine).unwrap();
+        assert!(listed[0].info.is_none() && !listed[0].usable);
+        assert!(cache.load_listed(&engine, &listed[0]).is_err());
+    }
 }
 
 fn store(path: &Path, artifact: &[u8]) -> anyhow::Result<()> {

@@ -14,8 +14,15 @@ pub const DOCKERFILE: Embedded = Embedded {
     bytes: include_bytes!(concat!(env!("OUT_DIR"), "/dockerfile.wasm")),
 };
 
+/// The Dockerfile language with `IF` / `ELSE IF` / `ELSE` / `DONE` blocks.
+pub const DOCKERFILE_EXT: Embedded = Embedded {
+    name: "dockerfile-ext",
+    description: "the Dockerfile language with IF / ELSE IF / ELSE / DONE blocks",
+    bytes: include_bytes!(concat!(env!("OUT_DIR"), "/dockerfile-ext.wasm")),
+};
+
 /// Every embedded frontend.
-pub const ALL: &[Embedded] = &[DOCKERFILE];
+pub const ALL: &[Embedded] = &[DOCKERFILE, DOCKERFILE_EXT];
 
 /// The embedded frontend called `name`.
 pub fn find(name: &str) -> Option<&'static Embedded> {

@@ -23,7 +23,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{Diagnostic, FrontendInfo, Input, Translation};
-pub use cache::LoadKind;
+pub use cache::{ArtifactInfo, CachedArtifact, LoadKind};
 use imports::CallState;
 pub use imports::{EmptyImages, ImageResolver};
 
@@ -140,11 +140,20 @@ impl Runtime {
     pub fn load_file(&self, path: &Path) -> anyhow::Result<Frontend> {
         let bytes =
             std::fs::read(path).with_context(|| format!("reading frontend {}", path.display()))?;
-        self.load_bytes(&path.display().to_string(), &bytes)
+        let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        self.load(
+            &path.display().to_string(),
+            &source.display().to_string(),
+            &bytes,
+        )
     }
 
     /// Load a component from its bytes; `label` names it in messages.
     pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> anyhow::Result<Frontend> {
+        self.load(label, label, bytes)
+    }
+
+    fn load(&self, label: &str, source: &str, bytes: &[u8]) -> anyhow::Result<Frontend> {
         if !wasmparser_is_component(bytes) {
             bail!(
                 "{label} is not a WebAssembly component; build frontends for the wasm32-wasip2 \
@@ -153,8 +162,44 @@ impl Runtime {
         }
         let (component, load_kind) = self
             .cache
-            .load(&self.engine, bytes)
+            .load(&self.engine, bytes, source)
             .with_context(|| format!("compiling frontend {label}"))?;
+        self.ready(
+            label,
+            format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            component,
+            load_kind,
+        )
+    }
+
+    /// The compiled frontends in the cache (see [`CachedArtifact::usable`]).
+    pub fn cached(&self) -> anyhow::Result<Vec<CachedArtifact>> {
+        self.cache.list(&self.engine)
+    }
+
+    /// Load a usable frontend [`Runtime::cached`] listed.
+    pub fn load_cached(&self, artifact: &CachedArtifact) -> anyhow::Result<Frontend> {
+        let component = self.cache.load_listed(&self.engine, artifact)?;
+        let info = artifact
+            .info
+            .as_ref()
+            .context("the artifact has no description")?;
+        self.ready(
+            &info.source,
+            info.digest.clone(),
+            component,
+            LoadKind::Cached,
+        )
+    }
+
+    /// Checks a compiled component's imports and prepares its instantiation.
+    fn ready(
+        &self,
+        label: &str,
+        digest: String,
+        component: Component,
+        load_kind: LoadKind,
+    ) -> anyhow::Result<Frontend> {
         self.check_imports(label, &component)?;
         let instance_pre = self
             .linker
@@ -166,7 +211,7 @@ impl Runtime {
             .with_context(|| format!("{label} does not implement the wbuild:frontend world"))?;
         Ok(Frontend {
             label: label.to_string(),
-            digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+            digest,
             load_kind,
             pre,
         })
@@ -295,6 +340,15 @@ mod tests {
             panic!("a core module loaded")
         };
         assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
+    }
+
+    #[test]
+    fn every_embedded_frontend_is_the_one_its_name_says() {
+        let rt = Runtime::new(None, Limits::default()).unwrap();
+        for e in embedded::ALL {
+            let fe = rt.load_bytes(e.name, e.bytes).unwrap();
+            assert_eq!(rt.info(&fe).unwrap().name, e.name);
+        }
     }
 
     #[test]

@@ -1,0 +1,208 @@
+//! The extended-syntax frontend through the real binary: `# syntax=dockerfile-ext` and
+//! `--frontend dockerfile-ext` select it, errors in blocks and conditions point at their line
+//! and column, and an IF/ELSE IF/ELSE build gives exactly the image of the equivalent
+//! multi-stage Dockerfile (as root with runc).
+
+mod common;
+
+use std::path::Path;
+
+fn example(name: &str) -> String {
+    common::repo()
+        .join("examples")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The RUN shell lines of every stage of a plan.
+fn run_lines(plan: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for stage in plan["stages"].as_array().unwrap() {
+        for op in stage["ops"].as_array().unwrap() {
+            if let Some(args) = op["op"]["Run"]["args"].as_array() {
+                out.push(args.last().unwrap().as_str().unwrap().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_syntax_directive_selects_the_extended_frontend() {
+    let wb = common::Wbuild::new();
+    for (args, expected) in [
+        (&[][..], "touch version1"),
+        (&["--build-arg", "BUILD_VERSION=2"][..], "touch version2"),
+        (&["--build-arg", "BUILD_VERSION=3"][..], "touch other"),
+    ] {
+        let plan = wb.plan("if-else", args);
+        assert!(
+            plan["frontend"]
+                .as_str()
+                .unwrap()
+                .starts_with("dockerfile-ext (sha256:"),
+            "{plan}"
+        );
+        assert_eq!(run_lines(&plan), [expected, "ls > /files.txt"]);
+        // The host gets plain IR: no trace of the blocks.
+        let text = plan.to_string();
+        assert!(!text.contains("IF ") && !text.contains("DONE"), "{text}");
+    }
+}
+
+#[test]
+fn the_frontend_flag_selects_it_by_name_and_the_default_refuses_if() {
+    let wb = common::Wbuild::new();
+    let ctx = common::context("FROM busybox\nIF defined(X)\nRUN echo x\nDONE\n");
+    let c = ctx.path().to_str().unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&wb.ok(&[
+        "plan",
+        "--frontend",
+        "dockerfile-ext",
+        "--build-arg",
+        "X=1",
+        c,
+    ]))
+    .unwrap();
+    // X is no ARG of the file: a condition sees ARGs and ENV only.
+    assert!(run_lines(&plan).is_empty(), "{plan}");
+    let err = wb.fails(&["plan", c]);
+    assert!(err.contains("unknown instruction: IF"), "{err}");
+}
+
+/// `wbuild plan` of a Dockerfile that must fail; returns stderr.
+fn plan_error(wb: &common::Wbuild, dockerfile: &str) -> (String, String) {
+    let ctx = common::context(dockerfile);
+    let err = wb.fails(&[
+        "plan",
+        "--frontend",
+        "dockerfile-ext",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let file = ctx.path().join("Dockerfile").display().to_string();
+    (err, file)
+}
+
+#[test]
+fn block_and_condition_errors_point_at_line_and_column() {
+    let wb = common::Wbuild::new();
+    let cases = [
+        (
+            "FROM busybox\nIF $A == 1\nRUN true\n",
+            "2:1",
+            "IF without DONE",
+            "IF $A == 1",
+        ),
+        ("FROM busybox\n  ELSE\n", "2:3", "ELSE without IF", "ELSE"),
+        (
+            "FROM busybox\nRUN true\nDONE\n",
+            "3:1",
+            "DONE without IF",
+            "DONE",
+        ),
+        (
+            "FROM busybox\nIF 1 == 1\nELSE\nELSE\nDONE\n",
+            "4:1",
+            "ELSE after ELSE: the ELSE at line 3",
+            "ELSE",
+        ),
+        (
+            "FROM busybox\nIF $A = 1\nDONE\n",
+            "2:7",
+            "bad condition in IF: `=` alone is not an operator",
+            "=",
+        ),
+        (
+            "FROM busybox\nIF 1 == 2\nELSE IF ($B == 1\nDONE\n",
+            "3:9",
+            "this `(` is never closed",
+            "(",
+        ),
+        (
+            "FROM busybox\nIF ${NEED:?give NEED} == 1\nDONE\n",
+            "2:4",
+            "give NEED",
+            "${NEED:?give NEED}",
+        ),
+    ];
+    for (src, at, message, text) in cases {
+        let (err, file) = plan_error(&wb, src);
+        assert!(err.contains(&format!("{file}:{at}: ")), "{src:?}: {err}");
+        assert!(err.contains(message), "{src:?}: {err}");
+        // The offending text is shown under its line.
+        let line: usize = at.split(':').next().unwrap().parse().unwrap();
+        let source_line = src.lines().nth(line - 1).unwrap();
+        assert!(
+            err.contains(source_line) && err.contains(text),
+            "{src:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn frontends_lists_both_embedded_frontends() {
+    let wb = common::Wbuild::new();
+    let out = wb.ok(&["frontends"]);
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(
+        names.starts_with(&["dockerfile", "dockerfile-ext"]),
+        "{out}"
+    );
+    assert!(out.contains("IF / ELSE IF / ELSE / DONE"), "{out}");
+}
+
+/// Builds `args` with a fixed SOURCE_DATE_EPOCH; returns (image ID, manifest digest).
+fn build_ids(wb: &common::Wbuild, dir: &Path, args: &[&str]) -> (String, String) {
+    let iid = dir.join("iid");
+    let mut all = vec!["build", "--iidfile", iid.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = wb
+        .cmd()
+        .args(&all)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "wbuild {all:?} failed:\n{log}");
+    let manifest = log
+        .lines()
+        .find_map(|l| l.strip_prefix("built "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no `built` line in:\n{log}"))
+        .to_string();
+    (std::fs::read_to_string(&iid).unwrap(), manifest)
+}
+
+#[test]
+fn if_else_builds_exactly_the_image_of_the_multi_stage_pattern() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ext = example("if-else");
+    let multi = format!("{ext}/multi-stage.Dockerfile");
+    let mut seen = Vec::new();
+    for (v, file) in [("1", "version1"), ("2", "version2"), ("3", "other")] {
+        let arg = format!("BUILD_VERSION={v}");
+        let fs = dir.path().join(format!("fs-{v}"));
+        let dest = format!("type=local,dest={}", fs.display());
+        let with_if = build_ids(&wb, dir.path(), &["--build-arg", &arg, "-o", &dest, &ext]);
+        let with_stages = build_ids(&wb, dir.path(), &["--build-arg", &arg, "-f", &multi, &ext]);
+        // Same config (so the same layer diff_ids, history and settings) and the same manifest
+        // (so the same layer blobs).
+        assert_eq!(with_if, with_stages, "BUILD_VERSION={v}");
+        // The image holds the branch's file and no other.
+        let listing = std::fs::read_to_string(fs.join("files.txt")).unwrap();
+        assert_eq!(listing.trim(), file, "BUILD_VERSION={v}");
+        assert!(fs.join("home").join(file).exists());
+        seen.push(with_if.0);
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "each value gives its own image: {seen:?}");
+}
