@@ -512,11 +512,54 @@ fn secrets_are_readable_during_run_but_never_stored() {
     );
     let err = wb.fails(&["build", &c]);
     assert!(err.contains("--secret id=needed,src=PATH"), "{err}");
+}
 
-    let c = common::write_dockerfile(ctx.path(), "FROM busybox\nRUN --mount=type=ssh true\n");
-    let err = wb.fails(&["build", &c]);
-    assert!(
-        err.contains("RUN --mount=type=ssh is not supported yet"),
-        "{err}"
+#[test]
+fn steps_run_on_overlay_stacks_of_layers_unpacked_once() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = common::context(
+        "FROM busybox\n\
+         RUN echo one > /one && rm /bin/true\n\
+         RUN test ! -e /bin/true && cat /one > /two\n\
+         COPY Dockerfile /copied\n\
+         WORKDIR /made/here\n\
+         RUN ls / > /listing\n",
     );
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = wb.build(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
+    assert!(log.contains("(5 steps ran"), "{log}");
+    assert_eq!(read(&out.path().join("two")), "one\n");
+    assert!(!out.path().join("bin/true").exists());
+    assert!(out.path().join("made/here").is_dir());
+    assert!(read(&out.path().join("listing")).contains("copied"));
+
+    // Every layer is one directory, and no step copied a whole filesystem.
+    let snapshots = wb.root.path().join("snapshots");
+    let layers = std::fs::read_dir(snapshots.join("layers"))
+        .unwrap()
+        .filter(|e| {
+            !e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(
+        layers, 6,
+        "the base and the five steps' layers (-o local reads the last)"
+    );
+    let flattened: Vec<_> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 64)
+        .collect();
+    assert!(flattened.is_empty(), "flattened snapshots: {flattened:?}");
+    // The merged views the build mounted are gone with it.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = wb.root.path().to_str().unwrap();
+    assert!(!mountinfo.contains(root), "mounts left under {root}");
 }

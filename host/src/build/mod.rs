@@ -12,7 +12,7 @@ mod copy;
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,7 @@ use crate::frontend::bindings::{
 use crate::image::config::DEFAULT_PATH;
 use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
 use crate::progress::{Progress, StepId};
-use crate::snapshot::{self, Compression, DiffOptions, LayerWriter};
+use crate::snapshot::{self, Compression, DiffOptions, LayerWriter, Stacks};
 use crate::solve::{self, StepInputs};
 use crate::store::{Digest, Store};
 
@@ -118,6 +118,8 @@ pub struct Builder<'a> {
     opts: BuildOptions,
     counts: Mutex<(usize, usize)>,
     progress: Arc<Progress>,
+    /// The overlay snapshotter, set up on first use (see [`Builder::stacks`]).
+    stacks: OnceLock<Option<Stacks>>,
 }
 
 impl<'a> Builder<'a> {
@@ -137,6 +139,7 @@ impl<'a> Builder<'a> {
             opts,
             counts: Mutex::new((0, 0)),
             progress,
+            stacks: OnceLock::new(),
         })
     }
 
@@ -348,8 +351,56 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    /// A flattened snapshot of the state's filesystem, materialised if needed.
+    /// The overlay snapshotter, when this host can mount overlays (root, overlayfs); probed
+    /// the first time a step needs a filesystem, so a fully cached build never mounts anything.
+    fn stacks(&self) -> Option<&Stacks> {
+        self.stacks
+            .get_or_init(|| {
+                if !exec::overlay_usable() {
+                    return None;
+                }
+                match Stacks::new(&self.store.snapshots_dir(), &self.store.tmp_dir()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.progress.message(&format!(
+                            "warning: overlay snapshots unavailable, copying instead: {e:#}"
+                        ));
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// The state's filesystem as overlay lower dirs (top first), each layer unpacked once;
+    /// None when the overlay snapshotter is unavailable or the stack is too deep to mount.
+    fn stack_lowers(&self, state: &StageState) -> anyhow::Result<Option<Vec<PathBuf>>> {
+        let Some(stacks) = self.stacks() else {
+            return Ok(None);
+        };
+        if !stacks.fits(state.layers.len()) {
+            return Ok(None);
+        }
+        let mut lowers = Vec::with_capacity(state.layers.len());
+        for l in state.layers.iter().rev() {
+            let dir = stacks
+                .layer(&l.diff_id, || {
+                    let d: Digest = l.digest.parse()?;
+                    Ok(Box::new(BufReader::new(self.store.open_blob(&d)?)))
+                })
+                .with_context(|| format!("unpacking layer {}", l.digest))?;
+            lowers.push(dir);
+        }
+        Ok(Some(lowers))
+    }
+
+    /// The state's filesystem as a directory to read: a merged overlay view of its layers, or
+    /// a flattened snapshot, materialised if needed.
     fn rootfs(&self, state: &mut StageState) -> anyhow::Result<PathBuf> {
+        if let Some(lowers) = self.stack_lowers(state)? {
+            let stacks = self.stacks().expect("stack_lowers found the stacks");
+            return stacks.view(&state.key, &lowers);
+        }
         let dir = self.store.snapshots_dir().join(state.key.hex());
         if dir.is_dir() {
             state.snapshot = Some((state.key, state.layers.len()));
@@ -418,7 +469,10 @@ impl<'a> Builder<'a> {
         deps: &HashMap<u32, StageState>,
         id: StepId,
     ) -> anyhow::Result<Option<LayerRef>> {
-        let rootfs = self.rootfs(state)?;
+        let lowers = match self.stack_lowers(state)? {
+            Some(lowers) => lowers,
+            None => vec![self.rootfs(state)?],
+        };
         let cfg = state.config.image().config.clone();
         let mut env: Vec<(String, String)> = state
             .config
@@ -524,7 +578,7 @@ impl<'a> Builder<'a> {
         std::fs::create_dir_all(&ovl_work)?;
         let spec = RunSpec {
             state_dir: self.store.root().join("exec"),
-            rootfs_lowers: vec![rootfs],
+            rootfs_lowers: lowers,
             upper: upper.clone(),
             work: ovl_work,
             args: run.args.clone(),

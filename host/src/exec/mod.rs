@@ -16,7 +16,8 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use overlay::{Capabilities, detect};
+pub use overlay::{Capabilities, detect, overlay_usable};
+pub(crate) use overlay::{mount_overlay_readonly, unmount};
 pub use runner::run;
 pub use user::{ResolvedUser, resolve_user};
 

@@ -65,6 +65,38 @@ pub(crate) fn mount_overlay(
     Ok(())
 }
 
+/// Mount a read-only overlay of `lowers` (top first; overlayfs needs at least two without an
+/// upper dir) at `target`: the merged filesystem of a layer stack, for reading.
+pub(crate) fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
+    if lowers.len() < 2 {
+        bail!("a read-only overlay needs at least two lower dirs");
+    }
+    let lowerdir = lowers
+        .iter()
+        .map(|l| check_overlay_path(l))
+        .collect::<Result<Vec<_>>>()?
+        .join(":");
+    let data = format!("lowerdir={lowerdir},{OVERLAY_OPTS}");
+    let data_c = CString::new(data.clone())?;
+    let target_c = cstr(target)?;
+    let fstype = c"overlay";
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target_c.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_RDONLY,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        bail!("mounting overlay at {} ({data}): {err}", target.display());
+    }
+    Ok(())
+}
+
 /// Unmount `target`; lazily if a plain unmount reports it busy.
 pub(crate) fn unmount(target: &Path) -> Result<()> {
     let c = cstr(target)?;
@@ -193,6 +225,14 @@ pub fn detect() -> Result<Capabilities> {
         overlay,
         overlay_error,
     })
+}
+
+/// Whether this process can use the overlay snapshotter: root, and a test overlay mount works.
+/// Probed once per process.
+pub fn overlay_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: geteuid has no preconditions.
+    *USABLE.get_or_init(|| unsafe { libc::geteuid() } == 0 && probe_overlay().is_ok())
 }
 
 fn probe_overlay() -> Result<()> {

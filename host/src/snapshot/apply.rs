@@ -18,6 +18,9 @@ use anyhow::{Context, Result, bail};
 use tar::EntryType;
 
 use super::diff::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
+
+/// The xattr by which overlayfs marks a directory that hides the lower layers' contents.
+const OVERLAY_OPAQUE: &str = "trusted.overlay.opaque";
 use super::sys;
 
 /// Clean a tar entry path into components relative to the root (`..` clamped, `/`, `.` dropped).
@@ -136,13 +139,35 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> Result<Meta> {
     Ok(m)
 }
 
+/// How a layer's whiteouts are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whiteouts {
+    /// Applied: `.wh.NAME` deletes NAME, an opaque marker empties its directory.
+    Apply,
+    /// Kept in overlayfs form for a layer directory of its own: `.wh.NAME` becomes a 0/0
+    /// character device NAME, an opaque marker the `trusted.overlay.opaque=y` xattr.
+    Overlay,
+}
+
 /// Extract the uncompressed layer tar `reader` onto `dest_root` (which must exist).
 ///
 /// `.wh.NAME` deletes NAME; `.wh..wh..opq` removes everything in its directory that did not
 /// come from this same layer. Hard links may only name paths inside `dest_root`. Device nodes
-/// are made with mknod (needs root). Ownership, mode, mtime and `SCHILY.xattr.*` are restored;
-/// directory mtimes are set at the end so later entries do not disturb them.
+/// are made with mknod (needs root). Ownership, mode, mtime and `SCHILY.xattr.*` are restored
+/// (overlayfs' own `trusted.overlay.*`/`user.overlay.*` never: a layer cannot steer the
+/// overlay); directory mtimes are set at the end so later entries do not disturb them.
 pub fn apply_layer(reader: impl Read, dest_root: &Path) -> Result<()> {
+    extract(reader, dest_root, Whiteouts::Apply)
+}
+
+/// Extract the uncompressed layer tar `reader` into the empty directory `dest_root` as one
+/// lower directory of an overlayfs stack: like [`apply_layer`], but whiteouts are written the
+/// way overlayfs reads them (see [`Whiteouts::Overlay`]) instead of being applied.
+pub fn extract_overlay_layer(reader: impl Read, dest_root: &Path) -> Result<()> {
+    extract(reader, dest_root, Whiteouts::Overlay)
+}
+
+fn extract(reader: impl Read, dest_root: &Path, whiteouts: Whiteouts) -> Result<()> {
     let root_file = fs::File::open(dest_root)
         .with_context(|| format!("opening layer destination {}", dest_root.display()))?;
     anyhow::ensure!(
@@ -160,8 +185,15 @@ pub fn apply_layer(reader: impl Read, dest_root: &Path) -> Result<()> {
     for entry in archive.entries().context("reading layer tar")? {
         let mut entry = entry.context("reading layer tar entry")?;
         let raw_path = entry.path()?.into_owned();
-        apply_entry(root, &mut entry, &raw_path, &mut this_layer, &mut dir_times)
-            .with_context(|| format!("extracting {}", raw_path.display()))?;
+        apply_entry(
+            root,
+            &mut entry,
+            &raw_path,
+            whiteouts,
+            &mut this_layer,
+            &mut dir_times,
+        )
+        .with_context(|| format!("extracting {}", raw_path.display()))?;
     }
 
     for (comps, secs, nsecs) in dir_times.iter().rev() {
@@ -184,6 +216,7 @@ fn apply_entry<R: Read>(
     root: BorrowedFd,
     entry: &mut tar::Entry<R>,
     raw_path: &Path,
+    whiteouts: Whiteouts,
     this_layer: &mut HashSet<PathBuf>,
     dir_times: &mut Vec<(Vec<OsString>, i64, i64)>,
 ) -> Result<()> {
@@ -192,6 +225,34 @@ fn apply_entry<R: Read>(
         return Ok(()); // the root itself: leave dest_root's own metadata alone
     };
     let name_bytes = name.as_bytes();
+
+    if whiteouts == Whiteouts::Overlay {
+        if name_bytes == OPAQUE_WHITEOUT.as_bytes() {
+            // Directory fds here are O_PATH, which take no xattrs: set it through the
+            // directory's parent (or on the root, opened for reading).
+            match parent.split_last() {
+                None => sys::fset_xattr(root, OVERLAY_OPAQUE, b"y"),
+                Some((dir, up)) => {
+                    ensure_dir(root, parent).context("creating the opaque directory")?;
+                    let upfd = ensure_dir(root, up).context("creating parent directory")?;
+                    sys::set_xattr(&sys::fd_path(upfd.as_fd(), dir), OVERLAY_OPAQUE, b"y")
+                }
+            }
+            .context("marking an opaque directory")?;
+            return Ok(());
+        }
+        if let Some(target) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let target = OsStr::from_bytes(target);
+            if target.is_empty() || target == "." || target == ".." {
+                return Ok(());
+            }
+            let pfd = ensure_dir(root, parent).context("creating parent directory")?;
+            remove_all_at(pfd.as_fd(), target)?;
+            sys::mknod_at(pfd.as_fd(), &sys::cstr(target)?, libc::S_IFCHR, 0, 0)
+                .context("writing a whiteout")?;
+            return Ok(());
+        }
+    }
 
     // Whiteouts.
     if name_bytes == OPAQUE_WHITEOUT.as_bytes() {
@@ -310,6 +371,9 @@ fn apply_entry<R: Read>(
     if !meta.xattrs.is_empty() {
         let p = sys::fd_path(pfd, name);
         for (k, v) in &meta.xattrs {
+            if k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.") {
+                continue;
+            }
             match sys::set_xattr(&p, k, v) {
                 // user.* xattrs are not allowed on symlinks.
                 Err(e) if is_symlink && errno(&e) == Some(libc::EPERM) => {}

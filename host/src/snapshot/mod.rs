@@ -4,17 +4,20 @@
 //! - [`LayerWriter`]: compress (gzip/zstd/none) and hash (diff_id, digest, size) in one pass.
 //! - [`apply_layer`]: safe, in-root extraction of a layer tar with whiteouts and opaque dirs.
 //! - [`decompress`]: sniff gzip/zstd/bzip2/xz/plain by magic bytes.
+//! - [`Stacks`]: the overlay snapshotter (one directory per layer, stacked by overlayfs).
 //! - [`copy_tree`]: metadata-preserving copy for the copying snapshotter fallback.
 
 mod apply;
 mod compress;
 mod copy;
 mod diff;
+mod stack;
 mod sys;
 #[cfg(test)]
 mod tests;
 
-pub use apply::apply_layer;
+pub use apply::{apply_layer, extract_overlay_layer};
 pub use compress::{Compression, Format, LayerDigests, LayerWriter, decompress, sniff};
 pub use copy::copy_tree;
 pub use diff::{DiffOptions, DiffStats, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, diff_upper};
+pub use stack::Stacks;

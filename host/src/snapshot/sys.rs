@@ -106,6 +106,22 @@ pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()>
     .map(drop)
 }
 
+/// Set an xattr on the object `fd` is open on.
+pub(crate) fn fset_xattr(fd: BorrowedFd, name: &str, value: &[u8]) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: valid fd, C string and buffer.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
 /// `lchown` relative to a directory fd (never follows `name`).
 pub(crate) fn chown_at(dir: BorrowedFd, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: valid fd and C string.

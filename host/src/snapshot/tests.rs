@@ -699,3 +699,125 @@ fn decompress_sniffs_formats() {
     decompress(&b""[..]).unwrap().read_to_end(&mut out).unwrap();
     assert!(out.is_empty());
 }
+
+/// A layer tar of `(path, content)` regular files and `(path, None)` directories.
+fn layer_tar(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_600_000_000);
+        match data {
+            Some(d) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, path, *d).unwrap();
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, path, &[][..]).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// A stack of overlay layer directories reads exactly like the same layers applied one over
+/// the other: whiteouts, opaque directories, a full base tree.
+#[test]
+fn overlay_stack_reads_like_applied_layers() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root for mknod and overlay mounts");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base-src");
+    fs::create_dir(&base).unwrap();
+    build_tree(&base);
+    let base_tar = diff_bytes(&base, &DiffOptions::default());
+    let second = layer_tar(&[
+        ("etc", None),
+        ("etc/.wh..wh..opq", Some(b"")),
+        ("etc/new.txt", Some(b"new")),
+        (".wh.suid-bin", Some(b"")),
+        (".wh.fifo", Some(b"")),
+        ("opt", None),
+        ("opt/tool", Some(b"tool")),
+    ]);
+    let third = layer_tar(&[("opt/.wh.tool", Some(b"")), ("etc/third", Some(b"3"))]);
+
+    let flat = t.path().join("flat");
+    fs::create_dir(&flat).unwrap();
+    for l in [&base_tar, &second, &third] {
+        apply_layer(&l[..], &flat).unwrap();
+    }
+
+    let snapshots = t.path().join("snapshots");
+    let tmp = t.path().join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let stacks = Stacks::new(&snapshots, &tmp).unwrap();
+    let mut lowers = Vec::new();
+    for l in [&base_tar, &second, &third] {
+        let bytes = l.clone();
+        let dir = stacks
+            .layer(&sha(l), move || Ok(Box::new(std::io::Cursor::new(bytes))))
+            .unwrap();
+        lowers.insert(0, dir);
+    }
+    // The whiteout of the second layer is an overlay whiteout in its own directory.
+    let second_dir = fs::canonicalize(&lowers[1]).unwrap();
+    assert!(
+        fs::symlink_metadata(second_dir.join("suid-bin"))
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    let key = crate::store::Digest::of_bytes(b"stack");
+    let view = stacks.view(&key, &lowers).unwrap();
+    // Two things legitimately differ, as with BuildKit's overlayfs snapshotter: a directory an
+    // upper layer declares again has only that layer's xattrs (`etc`), and a file whose other
+    // hard link a whiteout hid still counts both links.
+    let normalize = |mut d: BTreeMap<PathBuf, Desc>| {
+        let mut members: BTreeMap<PathBuf, usize> = BTreeMap::new();
+        for desc in d.values() {
+            if let Some(g) = &desc.link_group {
+                *members.entry(g.clone()).or_default() += 1;
+            }
+        }
+        for desc in d.values_mut() {
+            if desc.link_group.as_ref().is_some_and(|g| members[g] == 1) {
+                desc.link_group = None;
+            }
+        }
+        d.get_mut(Path::new("etc")).unwrap().xattrs.clear();
+        d
+    };
+    assert_eq!(normalize(describe(&view)), normalize(describe(&flat)));
+    assert_eq!(fs::read(view.join("etc/new.txt")).unwrap(), b"new");
+    assert!(!view.join("etc/hello.txt").exists());
+    // The same key is the same mount; dropping the stacks unmounts it.
+    assert_eq!(stacks.view(&key, &lowers).unwrap(), view);
+    drop(stacks);
+    assert!(!view.exists(), "view left behind");
+}
+
+#[test]
+fn a_layer_whose_content_does_not_match_its_diff_id_is_not_kept() {
+    let t = tempfile::tempdir().unwrap();
+    let snapshots = t.path().join("snapshots");
+    let tmp = t.path().join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let stacks = Stacks::new(&snapshots, &tmp).unwrap();
+    let tar = layer_tar(&[("f", Some(b"content"))]);
+    let wrong = sha(b"something else");
+    let err = stacks
+        .layer(&wrong, move || Ok(Box::new(std::io::Cursor::new(tar))))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("not to its diff_id"), "{err:#}");
+    let left: Vec<_> = fs::read_dir(snapshots.join("layers")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
