@@ -92,6 +92,29 @@ fn the_toml_frontend_plans_the_example_spec() {
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(plan["stages"].as_array().unwrap().len(), 1);
 
+    // A spec can name its frontend itself: `# syntax=` is a TOML comment.
+    let ctx = tempfile::tempdir().unwrap();
+    let file = ctx.path().join("build.toml");
+    std::fs::write(
+        &file,
+        format!("# syntax={wasm}\n[[stage]]\nbase = \"busybox\"\nrun = [\"true\"]\n"),
+    )
+    .unwrap();
+    let out = wb.ok(&[
+        "plan",
+        "-f",
+        file.to_str().unwrap(),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        plan["frontend"]
+            .as_str()
+            .unwrap()
+            .contains("wbuild_toml_frontend.wasm"),
+        "{plan}"
+    );
+
     // The compiled frontend is now in the cache, and listed with its own name.
     let list = wb.ok(&["frontends"]);
     let row = list
