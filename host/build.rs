@@ -7,10 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (crate name, file name in OUT_DIR)
+/// (crate name, file name in OUT_DIR), in build order. Building a frontend that uses another
+/// one as a library (dockerfile-ext uses dockerfile) also writes that library's cdylib, without
+/// its exports, over the same file name; so the library is built after its users, which leaves
+/// the complete component in `target/frontends/wasm32-wasip2/release/` for tests and users.
 const FRONTENDS: &[(&str, &str)] = &[
-    ("wbuild-frontend-dockerfile", "dockerfile.wasm"),
     ("wbuild-frontend-dockerfile-ext", "dockerfile-ext.wasm"),
+    ("wbuild-frontend-dockerfile", "dockerfile.wasm"),
 ];
 
 fn main() {
@@ -28,9 +31,7 @@ fn main() {
     );
 
     let target_dir = workspace.join("target").join("frontends");
-    // Each component is copied right after its own build: building a frontend that uses another
-    // one as a library (dockerfile-ext uses dockerfile) also writes that library's cdylib, without
-    // its exports, over the same file name.
+    // Each component is copied right after its own build (see FRONTENDS).
     for (krate, file) in FRONTENDS {
         build_guest(&workspace, &target_dir, krate);
         let artifact = target_dir

@@ -260,15 +260,26 @@ fn warm_start_uses_the_compiled_frontend_cache() {
     let wb = common::Wbuild::new();
     wb.plan("stage-index", &[]);
     let cache = wb.root.path().join("cache/frontends");
-    let artifacts: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+    let artifacts = || {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm")
+            })
+            .count()
+    };
     assert_eq!(
-        artifacts.len(),
+        artifacts(),
         1,
         "one compiled artifact in {}",
         cache.display()
     );
     wb.plan("stage-index", &[]);
-    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+    assert_eq!(artifacts(), 1);
 }
 
 /// The Dockerfile frontend as a standalone .wasm file, as host/build.rs builds it.
@@ -348,7 +359,7 @@ fn frontends_lists_the_embedded_dockerfile_frontend() {
         .find(|l| l.starts_with("dockerfile "))
         .expect(&out);
     assert!(
-        line.contains("sha256:") && line.contains("(embedded)"),
+        line.contains("sha256:") && line.split_whitespace().any(|w| w == "embedded"),
         "{out}"
     );
 }

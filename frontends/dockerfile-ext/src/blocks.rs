@@ -11,6 +11,9 @@ use wbuild_parser::Node;
 
 use crate::condition::{self, Located, Locator};
 
+/// How deeply blocks may nest (the compiler walks them recursively).
+pub const MAX_NESTING: usize = 100;
+
 /// What the block builder needs to know about the file.
 pub struct FileInfo<'s> {
     pub name: &'s str,
@@ -52,6 +55,12 @@ pub fn build<'a>(nodes: &'a [Node], file: &FileInfo) -> Result<Vec<Item<'a>>, Ve
     for node in nodes {
         match node.value.as_str() {
             "if" => {
+                if stack.len() >= MAX_NESTING {
+                    errors.push(
+                        file.at_node(node, format!("IF blocks nest more than {MAX_NESTING} deep")),
+                    );
+                    break;
+                }
                 let text = node.args.first().map(String::as_str).unwrap_or_default();
                 let condition = condition_of(node, text, "IF", file).map_err(|d| errors.push(d));
                 stack.push(Open {
@@ -337,6 +346,19 @@ mod tests {
         assert_eq!(e.len(), 2);
         assert!(e[0].2.contains("write `ELSE IF $A == 2`"), "{e:?}");
         assert!(e[1].2.contains("DONE takes no arguments"), "{e:?}");
+
+        let deep = "IF 1 == 1\n".repeat(MAX_NESTING + 1) + &"DONE\n".repeat(MAX_NESTING + 1);
+        let e = errors(&format!("FROM a\n{deep}"));
+        assert!(
+            e.iter()
+                .any(|d| d.0 == MAX_NESTING as u32 + 2 && d.2.contains("nest more than"))
+        );
+        assert_eq!(
+            ok(&("IF 1 == 1\n".repeat(MAX_NESTING) + &"DONE\n".repeat(MAX_NESTING)))
+                .matches('{')
+                .count(),
+            MAX_NESTING
+        );
 
         // Several unclosed blocks: each one is reported.
         let e = errors("IF $A == 1\nIF $B == 1\nFROM a\n");

@@ -194,6 +194,9 @@ COPY --from=missing / /
 DONE
 ";
     assert!(ok(src, &[]).graph.stages[0].ops.is_empty());
+    // Conditions after the chosen branch are not evaluated.
+    let src = "FROM busybox\nIF 1 == 1\nRUN a\nELSE IF ${X:?boom} == 1\nRUN b\nDONE\n";
+    assert_eq!(runs(&ok(src, &[]), 0), ["a"]);
     // Syntax errors count everywhere.
     let e = fail("FROM busybox\nIF 1 == 2\nFORM x\nDONE\n", &[]);
     assert_eq!(e[0].line, 3);

@@ -182,6 +182,23 @@ pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
+fn store(path: &Path, artifact: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().context("artifact path has no parent")?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(artifact)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,21 +239,4 @@ mod tests {
         assert!(listed[0].info.is_none() && !listed[0].usable);
         assert!(cache.load_listed(&engine, &listed[0]).is_err());
     }
-}
-
-fn store(path: &Path, artifact: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("artifact path has no parent")?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(artifact)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
-    Ok(())
 }
