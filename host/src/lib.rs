@@ -12,6 +12,7 @@ pub mod exec;
 pub mod frontend;
 pub mod graph;
 pub mod image;
+pub mod registry;
 pub mod snapshot;
 pub mod solve;
 pub mod store;

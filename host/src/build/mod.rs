@@ -12,7 +12,7 @@ mod copy;
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
@@ -27,6 +27,7 @@ use crate::frontend::bindings::{
 };
 use crate::image::config::DEFAULT_PATH;
 use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
+use crate::registry::{ImageName, Images, Registry};
 use crate::snapshot::{self, Compression, DiffOptions, LayerWriter};
 use crate::solve::{self, StepInputs};
 use crate::store::{Digest, Store};
@@ -42,6 +43,8 @@ pub enum Output {
     Local(PathBuf),
     /// The final filesystem as a tar file.
     Tar(PathBuf),
+    /// Pushed to a registry under this name (`-o type=registry,name=…`, `--push`).
+    Registry(String),
 }
 
 /// How to build.
@@ -112,6 +115,9 @@ pub struct Builder<'a> {
     opts: BuildOptions,
     counts: Mutex<(usize, usize)>,
     log: Mutex<()>,
+    /// Where base images come from: the store, then the registry.
+    images: Arc<Images>,
+    registry: Option<Arc<Registry>>,
 }
 
 impl<'a> Builder<'a> {
@@ -126,7 +132,16 @@ impl<'a> Builder<'a> {
             opts,
             counts: Mutex::new((0, 0)),
             log: Mutex::new(()),
+            images: Arc::new(Images::offline(store.clone())),
+            registry: None,
         })
+    }
+
+    /// Resolve images through `images` and push to `registry` (without, the store only).
+    pub fn with_registry(mut self, images: Arc<Images>, registry: Arc<Registry>) -> Self {
+        self.images = images;
+        self.registry = Some(registry);
+        self
     }
 
     fn say(&self, line: &str) {
@@ -160,9 +175,9 @@ impl<'a> Builder<'a> {
     ) -> anyhow::Result<StageState> {
         let stage = &graph.stages[index as usize];
         let label = stage_label(stage, index);
-        let mut state = self.base_state(stage, deps)?;
         let total = stage.ops.len();
         self.say(&format!("[{label} 0/{total}] {}", stage.text));
+        let mut state = self.base_state(stage, deps)?;
         for (i, node) in stage.ops.iter().enumerate() {
             let step = format!("[{label} {}/{total}] {}", i + 1, node.text);
             self.apply_op(&mut state, node, deps, &step)
@@ -200,13 +215,17 @@ impl<'a> Builder<'a> {
                 })
             }
             Base::Image(r) => {
-                let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
+                let img = self.images.image(&r.reference, &platform)?.with_context(|| {
                     format!(
-                        "{}:{}: image {} is not in the store; import it with `wbuild import` \
-                         (pulling from registries is not supported yet)",
-                        self.opts.file_name, stage.span.line, r.reference
+                        "{}:{}: image {} is not in the store; pull it with `wbuild pull {}` or \
+                         import it with `wbuild import`",
+                        self.opts.file_name, stage.span.line, r.reference, r.reference
                     )
                 })?;
+                let pinned = img.pinned();
+                if stage.span.line > 0 {
+                    self.say(&format!("  {} is {pinned}", r.reference));
+                }
                 let layers = img
                     .manifest
                     .layers()
@@ -216,13 +235,21 @@ impl<'a> Builder<'a> {
                         digest: l.digest().to_string(),
                         diff_id: diff_id.clone(),
                         size: l.size(),
-                        media_type: l.media_type().to_string(),
+                        // Docker's layer types name the same bytes as OCI's.
+                        media_type: crate::image::Compression::from_media_type(
+                            &l.media_type().to_string(),
+                        )
+                        .map_or_else(
+                            || l.media_type().to_string(),
+                            |c| c.layer_media_type().to_string(),
+                        ),
                     })
                     .collect();
                 let mut config = ConfigBuilder::from_base(img.config.clone());
                 // ONBUILD triggers were run by the frontend; they do not carry over.
                 config.take_onbuild();
                 config.created(created);
+                config.config_only(&format!("FROM {pinned}"));
                 let digest = img.manifest_digest.to_string();
                 Ok(StageState {
                     key: solve::stage_base_key(&stage.base, Some(&digest), &platform),
@@ -551,10 +578,12 @@ impl<'a> Builder<'a> {
             Source::Context => {}
             Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
             Source::Image(r) => {
-                let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
+                let platform = r.platform.clone().unwrap_or(self.opts.platform.clone());
+                let img = self.images.resolve(&r.reference, &platform)?.with_context(|| {
                     format!(
-                        "{}: the image is not in the store; import it with `wbuild import`",
-                        r.reference
+                        "{}: the image is not in the store; pull it with `wbuild pull {}` or \
+                         import it with `wbuild import`",
+                        r.reference, r.reference
                     )
                 })?;
                 inputs.images.push(img.manifest_digest.to_string());
@@ -676,6 +705,17 @@ impl<'a> Builder<'a> {
             }
             Output::Oci(p) => crate::image::export_oci_dir(src, &digest, &opts, p)?,
             Output::Docker(p) => crate::image::export_docker_tar(src, &digest, &opts, p)?,
+            Output::Registry(name) => {
+                let Some(reg) = &self.registry else {
+                    bail!("pushing {name}: no registry access in this build");
+                };
+                let image = ImageName::parse(name)?;
+                let stats = reg.push(self.store, &result.manifest_digest, &image)?;
+                self.say(&format!(
+                    "pushed {image}@{} ({} blobs uploaded, {} mounted, {} already there)",
+                    result.manifest_digest, stats.uploaded, stats.mounted, stats.existing
+                ));
+            }
             Output::Local(p) => {
                 let mut st = target.clone();
                 let root = self.rootfs(&mut st)?;
