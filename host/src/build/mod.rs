@@ -27,6 +27,7 @@ use crate::frontend::bindings::{
 };
 use crate::image::config::DEFAULT_PATH;
 use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
+use crate::registry::cache::{self, CacheLayer, CacheMode, CacheSource, CacheTarget};
 use crate::registry::{ImageName, Images, Registry};
 use crate::snapshot::{self, Compression, DiffOptions, LayerWriter};
 use crate::solve::{self, StepInputs};
@@ -62,6 +63,10 @@ pub struct BuildOptions {
     pub file_name: String,
     /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--cache-from`: build caches imported before the build.
+    pub cache_from: Vec<CacheSource>,
+    /// `--cache-to`: where the build cache is exported after the build.
+    pub cache_to: Vec<CacheTarget>,
 }
 
 /// Where the value of a `--secret` comes from. Read only when a step mounts it.
@@ -88,6 +93,16 @@ struct CacheRecord {
     layer: Option<LayerRef>,
 }
 
+/// The layer a cache record needs, for moving the cache between stores.
+fn record_layer(record: &[u8]) -> anyhow::Result<Option<CacheLayer>> {
+    let rec: CacheRecord = serde_json::from_slice(record).context("a cache record")?;
+    Ok(rec.layer.map(|l| CacheLayer {
+        digest: l.digest,
+        size: l.size,
+        media_type: l.media_type,
+    }))
+}
+
 /// A stage's state between ops, and its result.
 #[derive(Clone)]
 struct StageState {
@@ -96,6 +111,9 @@ struct StageState {
     layers: Vec<LayerRef>,
     /// Key of the newest materialised snapshot of this chain, and how many of `layers` it has.
     snapshot: Option<(Digest, usize)>,
+    /// The cache index entries of this chain's filesystem steps (key, record), for
+    /// `--cache-to`.
+    steps: Vec<(Digest, Vec<u8>)>,
 }
 
 /// The outcome of a build.
@@ -152,6 +170,10 @@ impl<'a> Builder<'a> {
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
+        for from in &self.opts.cache_from {
+            let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
+            self.say(&format!("imported {n} cache records from {from}"));
+        }
         let results = solve::run_stages(graph, self.opts.jobs, |index, deps| {
             self.build_stage(graph, index, deps)
         })
@@ -163,6 +185,17 @@ impl<'a> Builder<'a> {
         let result = self.commit_image(target)?;
         for out in &self.opts.outputs {
             self.export(out, target, &result)?;
+        }
+        for to in &self.opts.cache_to {
+            let mut entries: Vec<(Digest, Vec<u8>)> = match to.mode {
+                CacheMode::Min => target.steps.clone(),
+                CacheMode::Max => results.values().flat_map(|s| s.steps.clone()).collect(),
+            };
+            entries.sort();
+            entries.dedup();
+            let n = entries.len();
+            cache::export(self.store, self.registry.as_deref(), to, entries, &record_layer)?;
+            self.say(&format!("exported {n} cache records to {to}"));
         }
         Ok(result)
     }
@@ -212,6 +245,7 @@ impl<'a> Builder<'a> {
                     config,
                     layers: vec![],
                     snapshot: None,
+                    steps: vec![],
                 })
             }
             Base::Image(r) => {
@@ -256,6 +290,7 @@ impl<'a> Builder<'a> {
                     config,
                     layers,
                     snapshot: None,
+                    steps: vec![],
                 })
             }
         }
@@ -332,6 +367,7 @@ impl<'a> Builder<'a> {
             Some(rec) => {
                 self.say(&format!("{step}\n  CACHED"));
                 self.counts.lock().unwrap().1 += 1;
+                state.steps.push((key, serde_json::to_vec(&rec)?));
                 rec.layer
             }
             None => {
@@ -341,7 +377,9 @@ impl<'a> Builder<'a> {
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
-                self.store.put_cache(&key, &serde_json::to_vec(&rec)?)?;
+                let bytes = serde_json::to_vec(&rec)?;
+                self.store.put_cache(&key, &bytes)?;
+                state.steps.push((key, bytes));
                 self.say(&format!("  DONE {:.1}s", started.elapsed().as_secs_f64()));
                 self.counts.lock().unwrap().0 += 1;
                 layer

@@ -478,6 +478,16 @@ fn build(
             .iter()
             .map(|s| parse_secret(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_from: opts
+            .cache_from
+            .iter()
+            .map(|s| crate::registry::cache::CacheSource::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_to: opts
+            .cache_to
+            .iter()
+            .map(|s| crate::registry::cache::CacheTarget::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let builder =
         crate::build::Builder::new(&store, &opts.context, build_opts)?.with_registry(images, reg);

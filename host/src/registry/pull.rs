@@ -268,7 +268,7 @@ impl Registry {
     }
 
     /// GETs a manifest, checks it against the digest asked for, stores it byte-exact.
-    async fn fetch_manifest(
+    pub(crate) async fn fetch_manifest(
         &self,
         conn: &Conn,
         store: &Store,
@@ -293,7 +293,7 @@ impl Registry {
     }
 
     /// Streams one blob into the store unless it is there; returns whether it downloaded.
-    async fn fetch_blob(
+    pub(crate) async fn fetch_blob(
         &self,
         conn: &Conn,
         store: &Store,
