@@ -1,0 +1,488 @@
+//! End-to-end registry tests: Debian's `docker-registry` (the CNCF distribution registry) is
+//! started by the harness on 127.0.0.1 with a free port and a private storage directory, one
+//! instance with htpasswd basic auth; the real `wbuild` pulls from it, builds on what it pulled,
+//! pushes to it (checked with skopeo), round-trips the build cache between empty stores, picks
+//! a platform from an index, rejects a damaged blob, and logs in.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Wbuild;
+
+/// A running registry, killed when dropped.
+struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry; with `user`, only that user (password `password`) may use it.
+    /// None (after printing why) when docker-registry is missing outside CI.
+    fn start(user: Option<(&str, &str)>) -> Option<Registry> {
+        if !common::have_tool("docker-registry") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n  secret: wbuild-test\n",
+            dir.path().join("data").display()
+        );
+        if let Some((u, p)) = user {
+            if !common::have_tool("htpasswd") {
+                return None;
+            }
+            let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().unwrap();
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: wbuild-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = Registry { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(&reg.addr, "GET", "/v2/", "", &[]).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(reg)
+    }
+
+    /// `ADDR/repo`
+    fn name(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.addr)
+    }
+
+    /// The file the registry keeps blob `digest` in.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 request; returns the status code, None if nothing answers.
+fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !content_type.is_empty() {
+        req += &format!("Content-Type: {content_type}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A store with the busybox base imported as `name` (and pushed there when `push`).
+fn store_with_base(name: &str) -> Option<Wbuild> {
+    let wb = Wbuild::new();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = common::busybox_oci_tar(dir.path())?;
+    wb.ok(&["import", tar.to_str().unwrap(), "-t", name]);
+    Some(wb)
+}
+
+/// The first line of stdout (commands print the pinned reference there).
+fn line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+/// The config of the image pinned as `NAME@sha256:…`, read from `wb`'s store.
+fn blob(wb: &Wbuild, digest: &str) -> Vec<u8> {
+    let hex = digest.rsplit(':').next().unwrap();
+    std::fs::read(wb.root.path().join("blobs/sha256").join(hex)).unwrap()
+}
+
+fn manifest_digest(pinned: &str) -> &str {
+    pinned.rsplit('@').next().unwrap()
+}
+
+#[test]
+fn pull_then_build_from_the_pulled_base() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let base = reg.name("test/bb:1");
+    let Some(a) = store_with_base(&base) else {
+        return;
+    };
+    a.ok(&["push", &base]);
+
+    // Errors a user can act on.
+    let b = Wbuild::new();
+    let err = b.fails(&["pull", &reg.name("test/bb:nope")]);
+    assert!(err.contains("not found") && err.contains("test/bb:nope"), "{err}");
+    let err = b.fails(&["pull", "127.0.0.1:1/x/y:1"]);
+    assert!(err.contains("cannot reach the registry 127.0.0.1:1"), "{err}");
+
+    let pinned = b.ok(&["pull", &base]);
+    let pinned = line(&pinned).to_string();
+    assert!(pinned.starts_with(&format!("{base}@sha256:")), "{pinned}");
+    let out = b.run(&["pull", &base]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 of 1 layers downloaded"), "a second pull fetched again: {err}");
+    assert!(b.ok(&["images"]).contains(&base));
+
+    // A fresh store builds FROM the registry image: pulled on demand, the base's PATH reaches
+    // the frontend (ENV expansion), and the tag is pinned in the progress and the history.
+    if !common::have_tool("runc") {
+        return;
+    }
+    let c = Wbuild::new();
+    let ctx = common::context(&format!(
+        "FROM {base}\nENV P2=$PATH:/extra\nRUN echo \"$P2\" > /p\n\
+         COPY --from={base} /etc/passwd /pw\n"
+    ));
+    let plan: serde_json::Value =
+        serde_json::from_str(&c.ok(&["plan", "--pull", ctx.path().to_str().unwrap()])).unwrap();
+    assert_eq!(plan["images"][&base], pinned.as_str(), "{plan}");
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = c.build(&["build", "-t", "result", "-o", &dest, ctx.path().to_str().unwrap()]);
+    assert!(log.contains(&format!("{base} is {pinned}")), "{log}");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("p")).unwrap(),
+        "/usr/local/bin:/bin:/extra\n"
+    );
+    assert!(out.path().join("pw").is_file());
+    let images = c.ok(&["images"]);
+    assert!(images.contains(&base), "the pulled base is named: {images}");
+    let oci = tempfile::tempdir().unwrap();
+    c.ok(&["build", "-o", &format!("type=oci,dest={}", oci.path().display()), ctx.path().to_str().unwrap()]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.path().join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&c, md)).unwrap();
+    let config = String::from_utf8(blob(&c, manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    assert!(config.contains(&format!("FROM {pinned}")), "history lacks the pin: {config}");
+}
+
+#[test]
+fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if !common::have_tool("skopeo") {
+        return;
+    }
+    let base = reg.name("test/bb:1");
+    let Some(wb) = store_with_base(&base) else {
+        return;
+    };
+    wb.ok(&["push", &base]);
+    // A build without RUN: COPY onto the base, pushed with --push and with -o type=registry.
+    let ctx = common::context(&format!("FROM {base}\nCOPY Dockerfile /df\nLABEL x=y\n"));
+    let app = reg.name("test/app:1");
+    let log = wb.build(&["build", "-t", &app, "--push", ctx.path().to_str().unwrap()]);
+    assert!(log.contains("1 blobs uploaded") || log.contains("2 blobs uploaded"), "{log}");
+    let built = log
+        .lines()
+        .find_map(|l| l.strip_prefix("built "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{app}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Digest"], built.as_str(), "the manifest was not pushed byte-exact");
+    assert_eq!(info["Labels"]["x"], "y");
+    let copy = tempfile::tempdir().unwrap();
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{app}"),
+            &format!("oci:{}:app", copy.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Pushing again uploads nothing; another repository of the same registry mounts the blobs.
+    let again = wb.run(&["push", &app]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("0 blobs uploaded, 0 mounted"), "{err}");
+    let other = reg.name("other/app:2");
+    let dest = format!("type=registry,name={other}");
+    let log = wb.build(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
+    // The base layer and the COPY layer come from the other repository; only the config
+    // (a new build time) is new.
+    assert!(log.contains("2 mounted"), "no cross-repository mount: {log}");
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{other}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn build_cache_round_trip_between_empty_stores() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if !common::have_tool("runc") {
+        return;
+    }
+    let base = reg.name("test/bb:1");
+    let Some(a) = store_with_base(&base) else {
+        return;
+    };
+    a.ok(&["push", &base]);
+    let ctx = common::context(&format!(
+        "FROM {base} AS gen\nRUN echo generated > /g\n\
+         FROM {base}\nRUN echo one > /one\nCOPY --from=gen /g /g\n"
+    ));
+    let ctx = ctx.path().to_str().unwrap();
+    let cache = reg.name("cache/app:buildcache");
+    let local = tempfile::tempdir().unwrap();
+    let build = |wb: &Wbuild, args: &[&str]| {
+        let mut cmd = wb.cmd();
+        cmd.arg("build").args(args).arg(ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    let first = build(
+        &a,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", local.path().display()),
+        ],
+    );
+    assert!(first.contains("(3 steps ran, 0 cached)"), "{first}");
+    let digest = |log: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix("built "))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // A second machine: empty store, the base comes from the registry, every step from the cache.
+    let b = Wbuild::new();
+    let second = build(&b, &["--cache-from", &format!("type=registry,ref={cache}")]);
+    assert!(second.contains("(0 steps ran, 3 cached)"), "{second}");
+    assert_eq!(digest(&first), digest(&second));
+    // The same from the directory cache.
+    let c = Wbuild::new();
+    let third = build(&c, &["--cache-from", &format!("type=local,src={}", local.path().display())]);
+    assert!(third.contains("(0 steps ran, 3 cached)"), "{third}");
+    assert_eq!(digest(&first), digest(&third));
+    // A cache that does not exist yet is a warning, not an error.
+    let d = Wbuild::new();
+    let none = build(&d, &["--cache-from", &format!("type=registry,ref={}", reg.name("cache/none:x"))]);
+    assert!(none.contains("no build cache at"), "{none}");
+    assert!(none.contains("(3 steps ran, 0 cached)"), "{none}");
+}
+
+#[test]
+fn multi_platform_index_picks_the_platform() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    // Two single-platform images (no RUN, so no sandbox needed), pushed by tag.
+    let wb = Wbuild::new();
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let ctx = common::context("FROM scratch\nCOPY arch.txt /arch.txt\n");
+        std::fs::write(ctx.path().join("arch.txt"), arch).unwrap();
+        let name = reg.name(&format!("multi/img:{arch}"));
+        let log = wb.build(&[
+            "build",
+            "--platform",
+            &format!("linux/{arch}"),
+            "-t",
+            &name,
+            "--push",
+            ctx.path().to_str().unwrap(),
+        ]);
+        let digest = log
+            .lines()
+            .find_map(|l| l.strip_prefix("built "))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        let size = blob(&wb, &digest).len();
+        let variant = if arch == "arm64" { r#","variant":"v8""# } else { "" };
+        entries.push(format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"platform":{{"os":"linux","architecture":"{arch}"{variant}}}}}"#
+        ));
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    );
+    let status = http(
+        &reg.addr,
+        "PUT",
+        "/v2/multi/img/manifests/both",
+        "application/vnd.oci.image.index.v1+json",
+        index.as_bytes(),
+    );
+    assert_eq!(status, Some(201), "pushing the index");
+    let both = reg.name("multi/img:both");
+    let ctx = common::context(&format!("FROM {both}\nLABEL l=1\n"));
+    for (platform, want) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64")] {
+        let fresh = Wbuild::new();
+        let out = tempfile::tempdir().unwrap();
+        fresh.build(&[
+            "build",
+            "--platform",
+            platform,
+            "-o",
+            &format!("type=local,dest={}", out.path().display()),
+            ctx.path().to_str().unwrap(),
+        ]);
+        assert_eq!(std::fs::read_to_string(out.path().join("arch.txt")).unwrap(), want, "{platform}");
+    }
+    let fresh = Wbuild::new();
+    let pinned = fresh.ok(&["pull", "--platform", "linux/arm64", &both]);
+    let index_digest = format!("sha256:{}", sha256_hex(index.as_bytes()));
+    assert_eq!(line(&pinned), format!("{both}@{index_digest}"), "pinned by the index digest");
+    let err = fresh.fails(&["pull", "--platform", "linux/s390x", &both]);
+    assert!(err.contains("linux/s390x") && err.contains("linux/arm64/v8"), "{err}");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+#[test]
+fn a_damaged_blob_in_the_registry_is_rejected_and_nothing_is_kept() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let base = reg.name("test/bb:1");
+    let Some(a) = store_with_base(&base) else {
+        return;
+    };
+    let pinned = a.ok(&["push", &base]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(&a, manifest_digest(line(&pinned)))).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    // Same size, different bytes.
+    let file = reg.blob_file(&layer);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let b = Wbuild::new();
+    let err = b.fails(&["pull", &base]);
+    assert!(err.contains("damaged") && err.contains(&layer), "{err}");
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    assert!(!b.root.path().join("blobs/sha256").join(hex).exists(), "the damaged blob was kept");
+    let tmp: Vec<_> = std::fs::read_dir(b.root.path().join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "a partial download was left: {tmp:?}");
+    assert!(!b.ok(&["images"]).contains(&base), "a broken image was named");
+}
+
+#[test]
+fn login_is_needed_for_a_registry_with_basic_auth() {
+    let Some(reg) = Registry::start(Some(("alice", "s3cret"))) else {
+        return;
+    };
+    let docker_config = tempfile::tempdir().unwrap();
+    let base = reg.name("private/bb:1");
+    let Some(a) = store_with_base(&base) else {
+        return;
+    };
+    let run = |wb: &Wbuild, args: &[&str], stdin: &str| {
+        let mut cmd = wb.cmd();
+        cmd.args(args)
+            .env("DOCKER_CONFIG", docker_config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&a, &["push", &base], "");
+    assert!(!ok && err.contains("401") && err.contains(&format!("wbuild login {}", reg.addr)), "{err}");
+    let (ok, err) = run(&a, &["login", &reg.addr, "-u", "alice", "--password-stdin"], "wrong\n");
+    assert!(!ok && err.contains("refused"), "{err}");
+    let (ok, err) = run(&a, &["login", &reg.addr, "-u", "alice", "--password-stdin"], "s3cret\n");
+    assert!(ok, "{err}");
+    let saved = std::fs::read_to_string(docker_config.path().join("config.json")).unwrap();
+    assert!(saved.contains(&reg.addr), "{saved}");
+    let (ok, err) = run(&a, &["push", &base], "");
+    assert!(ok, "{err}");
+    let b = Wbuild::new();
+    let (ok, err) = run(&b, &["pull", &base], "");
+    assert!(ok, "{err}");
+    let (ok, err) = run(&b, &["logout", &reg.addr], "");
+    assert!(ok, "{err}");
+    let c = Wbuild::new();
+    let (ok, err) = run(&c, &["pull", &base], "");
+    assert!(!ok && err.contains("401"), "{err}");
+}
