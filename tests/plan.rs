@@ -253,7 +253,10 @@ fn build_names_a_base_image_it_cannot_get() {
     let err = wb.fails(&[dir.path().to_str().unwrap()]);
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("127.0.0.1:1/nothing/busybox"), "{err}");
-    assert!(err.contains("cannot reach the registry 127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("cannot reach the registry 127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -45,7 +45,10 @@ impl Registry {
             if !common::have_tool("htpasswd") {
                 return None;
             }
-            let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().unwrap();
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .unwrap();
             assert!(out.status.success(), "htpasswd failed");
             let file = dir.path().join("htpasswd");
             std::fs::write(&file, &out.stdout).unwrap();
@@ -159,16 +162,25 @@ fn pull_then_build_from_the_pulled_base() {
     // Errors a user can act on.
     let b = Wbuild::new();
     let err = b.fails(&["pull", &reg.name("test/bb:nope")]);
-    assert!(err.contains("not found") && err.contains("test/bb:nope"), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("test/bb:nope"),
+        "{err}"
+    );
     let err = b.fails(&["pull", "127.0.0.1:1/x/y:1"]);
-    assert!(err.contains("cannot reach the registry 127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("cannot reach the registry 127.0.0.1:1"),
+        "{err}"
+    );
 
     let pinned = b.ok(&["pull", &base]);
     let pinned = line(&pinned).to_string();
     assert!(pinned.starts_with(&format!("{base}@sha256:")), "{pinned}");
     let out = b.run(&["pull", &base]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("0 of 1 layers downloaded"), "a second pull fetched again: {err}");
+    assert!(
+        err.contains("0 of 1 layers downloaded"),
+        "a second pull fetched again: {err}"
+    );
     assert!(b.ok(&["images"]).contains(&base));
 
     // A fresh store builds FROM the registry image: pulled on demand, the base's PATH reaches
@@ -186,7 +198,14 @@ fn pull_then_build_from_the_pulled_base() {
     assert_eq!(plan["images"][&base], pinned.as_str(), "{plan}");
     let out = tempfile::tempdir().unwrap();
     let dest = format!("type=local,dest={}", out.path().display());
-    let log = c.build(&["build", "-t", "result", "-o", &dest, ctx.path().to_str().unwrap()]);
+    let log = c.build(&[
+        "build",
+        "-t",
+        "result",
+        "-o",
+        &dest,
+        ctx.path().to_str().unwrap(),
+    ]);
     assert!(log.contains(&format!("{base} is {pinned}")), "{log}");
     assert_eq!(
         std::fs::read_to_string(out.path().join("p")).unwrap(),
@@ -196,13 +215,22 @@ fn pull_then_build_from_the_pulled_base() {
     let images = c.ok(&["images"]);
     assert!(images.contains(&base), "the pulled base is named: {images}");
     let oci = tempfile::tempdir().unwrap();
-    c.ok(&["build", "-o", &format!("type=oci,dest={}", oci.path().display()), ctx.path().to_str().unwrap()]);
+    c.ok(&[
+        "build",
+        "-o",
+        &format!("type=oci,dest={}", oci.path().display()),
+        ctx.path().to_str().unwrap(),
+    ]);
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(oci.path().join("index.json")).unwrap()).unwrap();
     let md = index["manifests"][0]["digest"].as_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(&blob(&c, md)).unwrap();
-    let config = String::from_utf8(blob(&c, manifest["config"]["digest"].as_str().unwrap())).unwrap();
-    assert!(config.contains(&format!("FROM {pinned}")), "history lacks the pin: {config}");
+    let config =
+        String::from_utf8(blob(&c, manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    assert!(
+        config.contains(&format!("FROM {pinned}")),
+        "history lacks the pin: {config}"
+    );
 }
 
 #[test]
@@ -222,7 +250,10 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
     let ctx = common::context(&format!("FROM {base}\nCOPY Dockerfile /df\nLABEL x=y\n"));
     let app = reg.name("test/app:1");
     let log = wb.build(&["build", "-t", &app, "--push", ctx.path().to_str().unwrap()]);
-    assert!(log.contains("1 blobs uploaded") || log.contains("2 blobs uploaded"), "{log}");
+    assert!(
+        log.contains("1 blobs uploaded") || log.contains("2 blobs uploaded"),
+        "{log}"
+    );
     let built = log
         .lines()
         .find_map(|l| l.strip_prefix("built "))
@@ -235,9 +266,17 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
         .args(["inspect", "--tls-verify=false", &format!("docker://{app}")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["Digest"], built.as_str(), "the manifest was not pushed byte-exact");
+    assert_eq!(
+        info["Digest"],
+        built.as_str(),
+        "the manifest was not pushed byte-exact"
+    );
     assert_eq!(info["Labels"]["x"], "y");
     let copy = tempfile::tempdir().unwrap();
     let out = Command::new("skopeo")
@@ -249,7 +288,11 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Pushing again uploads nothing; another repository of the same registry mounts the blobs.
     let again = wb.run(&["push", &app]);
@@ -260,12 +303,23 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
     let log = wb.build(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
     // The base layer and the COPY layer come from the other repository; only the config
     // (a new build time) is new.
-    assert!(log.contains("2 mounted"), "no cross-repository mount: {log}");
+    assert!(
+        log.contains("2 mounted"),
+        "no cross-repository mount: {log}"
+    );
     let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &format!("docker://{other}")])
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{other}"),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -290,7 +344,10 @@ fn build_cache_round_trip_between_empty_stores() {
     let local = tempfile::tempdir().unwrap();
     let build = |wb: &Wbuild, args: &[&str]| {
         let mut cmd = wb.cmd();
-        cmd.arg("build").args(args).arg(ctx).env("SOURCE_DATE_EPOCH", "1700000000");
+        cmd.arg("build")
+            .args(args)
+            .arg(ctx)
+            .env("SOURCE_DATE_EPOCH", "1700000000");
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{err}");
@@ -322,12 +379,24 @@ fn build_cache_round_trip_between_empty_stores() {
     assert_eq!(digest(&first), digest(&second));
     // The same from the directory cache.
     let c = Wbuild::new();
-    let third = build(&c, &["--cache-from", &format!("type=local,src={}", local.path().display())]);
+    let third = build(
+        &c,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", local.path().display()),
+        ],
+    );
     assert!(third.contains("(0 steps ran, 3 cached)"), "{third}");
     assert_eq!(digest(&first), digest(&third));
     // A cache that does not exist yet is a warning, not an error.
     let d = Wbuild::new();
-    let none = build(&d, &["--cache-from", &format!("type=registry,ref={}", reg.name("cache/none:x"))]);
+    let none = build(
+        &d,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={}", reg.name("cache/none:x")),
+        ],
+    );
     assert!(none.contains("no build cache at"), "{none}");
     assert!(none.contains("(3 steps ran, 0 cached)"), "{none}");
 }
@@ -362,7 +431,11 @@ fn multi_platform_index_picks_the_platform() {
             .unwrap()
             .to_string();
         let size = blob(&wb, &digest).len();
-        let variant = if arch == "arm64" { r#","variant":"v8""# } else { "" };
+        let variant = if arch == "arm64" {
+            r#","variant":"v8""#
+        } else {
+            ""
+        };
         entries.push(format!(
             r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"platform":{{"os":"linux","architecture":"{arch}"{variant}}}}}"#
         ));
@@ -381,7 +454,11 @@ fn multi_platform_index_picks_the_platform() {
     assert_eq!(status, Some(201), "pushing the index");
     let both = reg.name("multi/img:both");
     let ctx = common::context(&format!("FROM {both}\nLABEL l=1\n"));
-    for (platform, want) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64")] {
+    for (platform, want) in [
+        ("linux/arm64", "arm64"),
+        ("linux/amd64", "amd64"),
+        ("linux/arm64/v8", "arm64"),
+    ] {
         let fresh = Wbuild::new();
         let out = tempfile::tempdir().unwrap();
         fresh.build(&[
@@ -392,14 +469,25 @@ fn multi_platform_index_picks_the_platform() {
             &format!("type=local,dest={}", out.path().display()),
             ctx.path().to_str().unwrap(),
         ]);
-        assert_eq!(std::fs::read_to_string(out.path().join("arch.txt")).unwrap(), want, "{platform}");
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("arch.txt")).unwrap(),
+            want,
+            "{platform}"
+        );
     }
     let fresh = Wbuild::new();
     let pinned = fresh.ok(&["pull", "--platform", "linux/arm64", &both]);
     let index_digest = format!("sha256:{}", sha256_hex(index.as_bytes()));
-    assert_eq!(line(&pinned), format!("{both}@{index_digest}"), "pinned by the index digest");
+    assert_eq!(
+        line(&pinned),
+        format!("{both}@{index_digest}"),
+        "pinned by the index digest"
+    );
     let err = fresh.fails(&["pull", "--platform", "linux/s390x", &both]);
-    assert!(err.contains("linux/s390x") && err.contains("linux/arm64/v8"), "{err}");
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -427,7 +515,10 @@ fn a_damaged_blob_in_the_registry_is_rejected_and_nothing_is_kept() {
     let pinned = a.ok(&["push", &base]);
     let manifest: serde_json::Value =
         serde_json::from_slice(&blob(&a, manifest_digest(line(&pinned)))).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Same size, different bytes.
     let file = reg.blob_file(&layer);
     let mut bytes = std::fs::read(&file).unwrap();
@@ -439,10 +530,18 @@ fn a_damaged_blob_in_the_registry_is_rejected_and_nothing_is_kept() {
     let err = b.fails(&["pull", &base]);
     assert!(err.contains("damaged") && err.contains(&layer), "{err}");
     let hex = layer.strip_prefix("sha256:").unwrap();
-    assert!(!b.root.path().join("blobs/sha256").join(hex).exists(), "the damaged blob was kept");
-    let tmp: Vec<_> = std::fs::read_dir(b.root.path().join("tmp")).unwrap().collect();
+    assert!(
+        !b.root.path().join("blobs/sha256").join(hex).exists(),
+        "the damaged blob was kept"
+    );
+    let tmp: Vec<_> = std::fs::read_dir(b.root.path().join("tmp"))
+        .unwrap()
+        .collect();
     assert!(tmp.is_empty(), "a partial download was left: {tmp:?}");
-    assert!(!b.ok(&["images"]).contains(&base), "a broken image was named");
+    assert!(
+        !b.ok(&["images"]).contains(&base),
+        "a broken image was named"
+    );
 }
 
 #[test]
@@ -463,15 +562,34 @@ fn login_is_needed_for_a_registry_with_basic_auth() {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, err) = run(&a, &["push", &base], "");
-    assert!(!ok && err.contains("401") && err.contains(&format!("wbuild login {}", reg.addr)), "{err}");
-    let (ok, err) = run(&a, &["login", &reg.addr, "-u", "alice", "--password-stdin"], "wrong\n");
+    assert!(
+        !ok && err.contains("401") && err.contains(&format!("wbuild login {}", reg.addr)),
+        "{err}"
+    );
+    let (ok, err) = run(
+        &a,
+        &["login", &reg.addr, "-u", "alice", "--password-stdin"],
+        "wrong\n",
+    );
     assert!(!ok && err.contains("refused"), "{err}");
-    let (ok, err) = run(&a, &["login", &reg.addr, "-u", "alice", "--password-stdin"], "s3cret\n");
+    let (ok, err) = run(
+        &a,
+        &["login", &reg.addr, "-u", "alice", "--password-stdin"],
+        "s3cret\n",
+    );
     assert!(ok, "{err}");
     let saved = std::fs::read_to_string(docker_config.path().join("config.json")).unwrap();
     assert!(saved.contains(&reg.addr), "{saved}");

@@ -194,7 +194,13 @@ impl<'a> Builder<'a> {
             entries.sort();
             entries.dedup();
             let n = entries.len();
-            cache::export(self.store, self.registry.as_deref(), to, entries, &record_layer)?;
+            cache::export(
+                self.store,
+                self.registry.as_deref(),
+                to,
+                entries,
+                &record_layer,
+            )?;
             self.say(&format!("exported {n} cache records to {to}"));
         }
         Ok(result)
@@ -249,13 +255,16 @@ impl<'a> Builder<'a> {
                 })
             }
             Base::Image(r) => {
-                let img = self.images.image(&r.reference, &platform)?.with_context(|| {
-                    format!(
-                        "{}:{}: image {} is not in the store; pull it with `wbuild pull {}` or \
+                let img = self
+                    .images
+                    .image(&r.reference, &platform)?
+                    .with_context(|| {
+                        format!(
+                            "{}:{}: image {} is not in the store; pull it with `wbuild pull {}` or \
                          import it with `wbuild import`",
-                        self.opts.file_name, stage.span.line, r.reference, r.reference
-                    )
-                })?;
+                            self.opts.file_name, stage.span.line, r.reference, r.reference
+                        )
+                    })?;
                 let pinned = img.pinned();
                 if stage.span.line > 0 {
                     self.say(&format!("  {} is {pinned}", r.reference));
@@ -271,7 +280,7 @@ impl<'a> Builder<'a> {
                         size: l.size(),
                         // Docker's layer types name the same bytes as OCI's.
                         media_type: crate::image::Compression::from_media_type(
-                            &l.media_type().to_string(),
+                            l.media_type().as_ref(),
                         )
                         .map_or_else(
                             || l.media_type().to_string(),
@@ -617,13 +626,16 @@ impl<'a> Builder<'a> {
             Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
             Source::Image(r) => {
                 let platform = r.platform.clone().unwrap_or(self.opts.platform.clone());
-                let img = self.images.resolve(&r.reference, &platform)?.with_context(|| {
-                    format!(
-                        "{}: the image is not in the store; pull it with `wbuild pull {}` or \
+                let img = self
+                    .images
+                    .resolve(&r.reference, &platform)?
+                    .with_context(|| {
+                        format!(
+                            "{}: the image is not in the store; pull it with `wbuild pull {}` or \
                          import it with `wbuild import`",
-                        r.reference, r.reference
-                    )
-                })?;
+                            r.reference, r.reference
+                        )
+                    })?;
                 inputs.images.push(img.manifest_digest.to_string());
             }
         }

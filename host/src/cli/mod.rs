@@ -205,7 +205,9 @@ pub struct Reported(pub String);
 /// Run the command line; the returned error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone().unwrap_or_else(Store::default_root);
-    let reg = Arc::new(crate::registry::Registry::new(cli.insecure_registries.clone()));
+    let reg = Arc::new(crate::registry::Registry::new(
+        cli.insecure_registries.clone(),
+    ));
     match cli.command {
         None => build(&root, &cli.build, reg),
         Some(Command::Build(opts)) => build(&root, &opts, reg),
@@ -429,11 +431,7 @@ fn parse_secret(spec: &str) -> anyhow::Result<(String, crate::build::SecretSourc
     Ok((id, source))
 }
 
-fn build(
-    root: &Path,
-    opts: &BuildOpts,
-    reg: Arc<crate::registry::Registry>,
-) -> anyhow::Result<()> {
+fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> anyhow::Result<()> {
     let mut outputs = opts
         .outputs
         .iter()
@@ -527,7 +525,8 @@ fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
         let Some(name) = name else {
             bail!("-o {spec:?}: name=NAME is missing (where to push)");
         };
-        crate::registry::ImageName::parse(&name).map_err(|e| anyhow::anyhow!("-o {spec:?}: {e}"))?;
+        crate::registry::ImageName::parse(&name)
+            .map_err(|e| anyhow::anyhow!("-o {spec:?}: {e}"))?;
         return Ok(crate::build::Output::Registry(name));
     }
     let Some(dest) = dest else {

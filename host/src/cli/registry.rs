@@ -12,7 +12,12 @@ use crate::registry::auth::{self, Credentials};
 use crate::registry::{ImageName, Registry};
 use crate::store::Store;
 
-pub fn pull(root: &Path, reg: &Arc<Registry>, name: &str, platform: &Platform) -> anyhow::Result<()> {
+pub fn pull(
+    root: &Path,
+    reg: &Arc<Registry>,
+    name: &str,
+    platform: &Platform,
+) -> anyhow::Result<()> {
     let store = Store::open(root)?;
     let _gc = store.lock_shared(Store::GC_LOCK)?;
     let image = ImageName::parse(name)?;
@@ -65,7 +70,9 @@ pub fn login(
 ) -> anyhow::Result<()> {
     let host = server_host(server)?;
     let Some(username) = username else {
-        bail!("wbuild login {host}: give the user name with -u USER (and the password on stdin with --password-stdin)");
+        bail!(
+            "wbuild login {host}: give the user name with -u USER (and the password on stdin with --password-stdin)"
+        );
     };
     let secret = match (password, password_stdin) {
         (Some(_), true) => bail!("give either --password or --password-stdin, not both"),
@@ -77,7 +84,9 @@ pub fn login(
                 .context("reading the password from stdin")?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
-        (None, false) => bail!("wbuild login {host}: give the password with --password-stdin (or -p)"),
+        (None, false) => {
+            bail!("wbuild login {host}: give the password with --password-stdin (or -p)")
+        }
     };
     if secret.is_empty() {
         bail!("wbuild login {host}: the password is empty");

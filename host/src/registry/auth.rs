@@ -165,7 +165,11 @@ pub fn lookup(host: &str) -> anyhow::Result<Option<Credentials>> {
         if !same_host(key_host(k), host) {
             continue;
         }
-        if let Some(auth) = v.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
+        if let Some(auth) = v
+            .get("auth")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .ok()
@@ -244,7 +248,10 @@ mod tests {
     #[test]
     fn hosts_match_docker_keys() {
         assert_eq!(key_host("https://index.docker.io/v1/"), "index.docker.io");
-        assert!(same_host(key_host("https://index.docker.io/v1/"), "docker.io"));
+        assert!(same_host(
+            key_host("https://index.docker.io/v1/"),
+            "docker.io"
+        ));
         assert_eq!(key_host("127.0.0.1:5000"), "127.0.0.1:5000");
         assert_eq!(key_host("http://reg.lan:80/"), "reg.lan:80");
         assert_eq!(server_key("docker.io"), "https://index.docker.io/v1/");

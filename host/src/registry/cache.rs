@@ -112,9 +112,7 @@ fn place(spec: &str, flag: &str, dir_key: &str) -> anyhow::Result<(CacheSource, 
             bail!("{flag} {spec:?}: unknown type {t:?}; use registry or local")
         }
         (None, _, _) => bail!("{flag} {spec:?}: type=registry or type=local is missing"),
-        _ => bail!(
-            "{flag} {spec:?}: use type=registry,ref=NAME or type=local,{dir_key}=DIR"
-        ),
+        _ => bail!("{flag} {spec:?}: use type=registry,ref=NAME or type=local,{dir_key}=DIR"),
     };
     Ok((p, mode))
 }
@@ -158,7 +156,10 @@ impl fmt::Display for CacheTarget {
     }
 }
 
-fn need_registry<'a>(reg: Option<&'a Registry>, what: &CacheSource) -> anyhow::Result<&'a Registry> {
+fn need_registry<'a>(
+    reg: Option<&'a Registry>,
+    what: &CacheSource,
+) -> anyhow::Result<&'a Registry> {
     reg.ok_or_else(|| anyhow::anyhow!("cache {what}: no registry access in this build"))
 }
 
@@ -330,7 +331,10 @@ pub fn import(
                 let (bytes, _) = reg.fetch_manifest(conn, store, &name).await?;
                 let m = check_manifest(&bytes, from)?;
                 reg.fetch_blob(conn, store, &name, m.config()).await?;
-                let config = parse_config(&read_blob(store, &m.config().digest().to_string().parse()?)?, from)?;
+                let config = parse_config(
+                    &read_blob(store, &m.config().digest().to_string().parse()?)?,
+                    from,
+                )?;
                 futures_util::stream::iter(m.layers())
                     .map(|l| reg.fetch_blob(conn, store, &name, l))
                     .buffer_unordered(4)
@@ -363,18 +367,18 @@ pub fn import(
                     let path = dir.join("blobs/sha256").join(d.hex());
                     let f = std::fs::File::open(&path)
                         .with_context(|| format!("cache {}: missing blob {d}", dir.display()))?;
-                    store.put_blob_from_reader(f, Some(&d)).with_context(|| {
-                        format!("cache {}: blob {d} is damaged", dir.display())
-                    })?;
+                    store
+                        .put_blob_from_reader(f, Some(&d))
+                        .with_context(|| format!("cache {}: blob {d} is damaged", dir.display()))?;
                 }
                 Ok(d)
             };
-            let md = copy_in(&desc.digest().to_string())?;
+            let md = copy_in(desc.digest().as_ref())?;
             let m = check_manifest(&read_blob(store, &md)?, from)?;
-            let cd = copy_in(&m.config().digest().to_string())?;
+            let cd = copy_in(m.config().digest().as_ref())?;
             let config = parse_config(&read_blob(store, &cd)?, from)?;
             for l in m.layers() {
-                copy_in(&l.digest().to_string())?;
+                copy_in(l.digest().as_ref())?;
             }
             add_records(store, config, layer_of)
         }

@@ -133,7 +133,11 @@ impl Registry {
     /// Checks credentials against `host` the way `docker login` does: `GET /v2/` with them
     /// (through the token service when the registry answers with a bearer challenge).
     pub fn check_login(&self, host: &str, creds: &Credentials) -> anyhow::Result<()> {
-        let scheme = if self.plain_http(host) { "http" } else { "https" };
+        let scheme = if self.plain_http(host) {
+            "http"
+        } else {
+            "https"
+        };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
@@ -236,9 +240,7 @@ fn connect_error(host: &str, detail: &str, plain_http: bool) -> anyhow::Error {
     let hint = if plain_http {
         String::new()
     } else {
-        format!(
-            "; if {host} speaks plain HTTP, pass --insecure-registry {host}"
-        )
+        format!("; if {host} speaks plain HTTP, pass --insecure-registry {host}")
     };
     anyhow::anyhow!(
         "cannot reach the registry {host}: {detail}. Check that it is running and the name and \

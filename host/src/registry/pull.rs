@@ -17,7 +17,9 @@ use super::client::{Conn, Registry, explain};
 use super::reference::ImageName;
 use crate::frontend::bindings::Platform;
 use crate::image::ImageConfig;
-use crate::image::manifest::{DOCKER_MEDIA_LIST, DOCKER_MEDIA_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST};
+use crate::image::manifest::{
+    DOCKER_MEDIA_LIST, DOCKER_MEDIA_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST,
+};
 use crate::store::{Digest, Store, StoreError};
 
 /// Manifest media types wbuild accepts from registries.
@@ -76,10 +78,15 @@ fn kind_of(bytes: &[u8], what: &str) -> anyhow::Result<(Kind, Value)> {
         );
     }
     let mt = v.get("mediaType").and_then(Value::as_str).unwrap_or("");
-    if mt == MEDIA_INDEX || mt == DOCKER_MEDIA_LIST || (mt.is_empty() && v.get("manifests").is_some())
+    if mt == MEDIA_INDEX
+        || mt == DOCKER_MEDIA_LIST
+        || (mt.is_empty() && v.get("manifests").is_some())
     {
         Ok((Kind::Index, v))
-    } else if mt == MEDIA_MANIFEST || mt == DOCKER_MEDIA_MANIFEST || (mt.is_empty() && v.get("config").is_some()) {
+    } else if mt == MEDIA_MANIFEST
+        || mt == DOCKER_MEDIA_MANIFEST
+        || (mt.is_empty() && v.get("config").is_some())
+    {
         Ok((Kind::Manifest, v))
     } else {
         bail!("{what}: unsupported manifest media type {mt:?}")
@@ -145,7 +152,11 @@ pub fn select_platform(index: &Value, platform: &Platform, what: &str) -> anyhow
         bail!(
             "{what} has no image for {}; it has {}. Choose one with --platform",
             platform_text(platform),
-            if have.is_empty() { "none".into() } else { have.join(", ") }
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
         );
     };
     let d = entry
@@ -163,8 +174,8 @@ fn read_blob(store: &Store, d: &Digest) -> anyhow::Result<Vec<u8>> {
 }
 
 fn parse_manifest(bytes: &[u8], what: &str) -> anyhow::Result<(ImageManifest, Digest)> {
-    let m: ImageManifest = serde_json::from_slice(bytes)
-        .with_context(|| format!("{what}: not an image manifest"))?;
+    let m: ImageManifest =
+        serde_json::from_slice(bytes).with_context(|| format!("{what}: not an image manifest"))?;
     let cd = m.config().digest().to_string().parse()?;
     Ok((m, cd))
 }
@@ -255,7 +266,8 @@ impl Registry {
             }
         };
         let (manifest, config_digest) = parse_manifest(&manifest_bytes, &what)?;
-        self.fetch_blob(conn, store, name, manifest.config()).await?;
+        self.fetch_blob(conn, store, name, manifest.config())
+            .await?;
         let config = ImageConfig::from_json(&read_blob(store, &config_digest)?)
             .with_context(|| format!("{what}: config {config_digest} is not an image config"))?;
         Ok(Resolved {
@@ -276,7 +288,10 @@ impl Registry {
     ) -> anyhow::Result<(Vec<u8>, Digest)> {
         let r = name.oci();
         let (bytes, _) = self
-            .retry(|| conn.client.pull_manifest_raw(&r, &conn.auth, &MANIFEST_TYPES))
+            .retry(|| {
+                conn.client
+                    .pull_manifest_raw(&r, &conn.auth, &MANIFEST_TYPES)
+            })
             .await
             .map_err(|e| explain(conn, e, "pulling", name))?;
         let digest = Digest::of_bytes(&bytes);
@@ -337,7 +352,10 @@ impl Registry {
             w.write_all(&chunk)
                 .with_context(|| format!("writing blob {digest} to the store"))?;
             if w.size() > desc.size() {
-                return Err(damaged(format!("more than the {} bytes it should have", desc.size())));
+                return Err(damaged(format!(
+                    "more than the {} bytes it should have",
+                    desc.size()
+                )));
             }
         }
         if w.size() != desc.size() {

@@ -73,27 +73,31 @@ fn read_blob(store: &Store, d: &Digest) -> anyhow::Result<Vec<u8>> {
 fn blob_stream(
     store: &Store,
     d: &Digest,
-) -> anyhow::Result<impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static>
-{
+) -> anyhow::Result<
+    impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
+> {
     let file = store.open_blob(d)?;
-    Ok(futures_util::stream::unfold(Some(file), |state| async move {
-        let mut f = state?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut filled = 0;
-        while filled < CHUNK {
-            match f.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Some((Err(OciDistributionError::IoError(e)), None)),
+    Ok(futures_util::stream::unfold(
+        Some(file),
+        |state| async move {
+            let mut f = state?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut filled = 0;
+            while filled < CHUNK {
+                match f.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Some((Err(OciDistributionError::IoError(e)), None)),
+                }
             }
-        }
-        if filled == 0 {
-            return None;
-        }
-        buf.truncate(filled);
-        Some((Ok(bytes::Bytes::from(buf)), Some(f)))
-    }))
+            if filled == 0 {
+                return None;
+            }
+            buf.truncate(filled);
+            Some((Ok(bytes::Bytes::from(buf)), Some(f)))
+        },
+    ))
 }
 
 impl Registry {
@@ -140,7 +144,10 @@ impl Registry {
             let mut out = Vec::new();
             for d in v.get(key).and_then(Value::as_array).into_iter().flatten() {
                 let s = d.get("digest").and_then(Value::as_str).unwrap_or("");
-                out.push(s.parse().with_context(|| format!("bad digest {s:?} in {digest}"))?);
+                out.push(
+                    s.parse()
+                        .with_context(|| format!("bad digest {s:?} in {digest}"))?,
+                );
             }
             Ok(out)
         };
@@ -148,7 +155,11 @@ impl Registry {
             Box::pin(self.push_manifest(conn, store, &child, name, false, stats)).await?;
         }
         let mut blobs = digests("layers")?;
-        if let Some(c) = v.get("config").and_then(|c| c.get("digest")).and_then(Value::as_str) {
+        if let Some(c) = v
+            .get("config")
+            .and_then(|c| c.get("digest"))
+            .and_then(Value::as_str)
+        {
             blobs.push(c.parse()?);
         }
         blobs.dedup();
@@ -204,11 +215,8 @@ impl Registry {
             if repo == name.repository {
                 continue;
             }
-            let from = oci_client::Reference::with_digest(
-                name.host.clone(),
-                repo.to_string(),
-                ds.clone(),
-            );
+            let from =
+                oci_client::Reference::with_digest(name.host.clone(), repo.to_string(), ds.clone());
             if conn.client.mount_blob(&r, &from, &ds).await.is_ok()
                 && conn.client.blob_exists(&r, &ds).await.unwrap_or(false)
             {

@@ -151,7 +151,13 @@ mod tests {
 
     #[test]
     fn plain_http_hosts() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:80"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:80",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
         for h in ["docker.io", "10.0.0.1:5000", "ghcr.io"] {

@@ -70,13 +70,17 @@ impl Images {
 
     /// Resolves `reference` with its manifest and config in the store (layers maybe not).
     /// `Ok(None)`: not in the store and there is no registry to ask.
-    pub fn resolve(&self, reference: &str, platform: &Platform) -> anyhow::Result<Option<Resolved>> {
+    pub fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> anyhow::Result<Option<Resolved>> {
         let key = (reference.to_string(), platform_key(platform));
         if let Some(r) = self.memo.lock().unwrap().get(&key) {
             return Ok(Some(r.clone()));
         }
         let name = ImageName::parse(reference)?;
-        let found = match self.from_store(&name, platform)? {
+        let found = match self.in_store(&name, platform)? {
             Some(r) => Some(r),
             None => match &self.registry {
                 Some(reg) => Some(reg.resolve(&self.store, &name, platform)?),
@@ -89,7 +93,7 @@ impl Images {
         Ok(found)
     }
 
-    fn from_store(&self, name: &ImageName, platform: &Platform) -> anyhow::Result<Option<Resolved>> {
+    fn in_store(&self, name: &ImageName, platform: &Platform) -> anyhow::Result<Option<Resolved>> {
         if let Some(d) = &name.digest {
             // A digest names content: the store's copy is as good as the registry's.
             return local(&self.store, name, &d.parse()?, platform);
@@ -140,11 +144,7 @@ impl Images {
 }
 
 impl ImageResolver for Images {
-    fn resolve(
-        &self,
-        reference: &str,
-        platform: &Platform,
-    ) -> Result<FrontendImageConfig, String> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<FrontendImageConfig, String> {
         let r = match Images::resolve(self, reference, platform) {
             Ok(Some(r)) => r,
             Ok(None) => return crate::frontend::EmptyImages.resolve(reference, platform),
