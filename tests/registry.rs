@@ -488,6 +488,47 @@ fn multi_platform_index_picks_the_platform() {
         err.contains("linux/s390x") && err.contains("linux/arm64/v8"),
         "{err}"
     );
+    // A single-platform image for another platform is refused, not used silently.
+    let amd64 = reg.name("multi/img:amd64");
+    let err = fresh.fails(&["pull", "--platform", "linux/arm64", &amd64]);
+    assert!(
+        err.contains("is an image for linux/amd64, not linux/arm64"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pull_flag_re_resolves_a_moved_tag() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let tag = reg.name("moving/base:1");
+    let Some(a) = store_with_base(&tag) else {
+        return;
+    };
+    let first = a.ok(&["push", &tag]);
+    let first = line(&first).to_string();
+    let b = Wbuild::new();
+    let ctx = common::context(&format!("FROM {tag}\nLABEL from=base\n"));
+    let ctx = ctx.path().to_str().unwrap();
+    let log = b.build(&["build", ctx]);
+    assert!(log.contains(&format!("is {first}")), "{log}");
+    // The tag moves to a new image.
+    let next = common::context(&format!("FROM {tag}\nLABEL version=2\n"));
+    a.build(&["build", "-t", &tag, "--push", next.path().to_str().unwrap()]);
+    let moved = a.ok(&["pull", &tag]);
+    let moved = line(&moved).to_string();
+    assert_ne!(first, moved);
+    // Without --pull the store's copy is used; with it, the registry's.
+    let log = b.build(&["build", ctx]);
+    assert!(log.contains(&format!("is {first}")), "{log}");
+    let log = b.build(&["build", "--pull", ctx]);
+    assert!(log.contains(&format!("is {moved}")), "{log}");
+    let log = b.build(&["build", ctx]);
+    assert!(
+        log.contains(&format!("is {moved}")),
+        "the pulled tag is named in the store: {log}"
+    );
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -603,4 +644,68 @@ fn login_is_needed_for_a_registry_with_basic_auth() {
     let c = Wbuild::new();
     let (ok, err) = run(&c, &["pull", &base], "");
     assert!(!ok && err.contains("401"), "{err}");
+
+    // With `credsStore`, login and pulls go through `docker-credential-NAME` (here a small
+    // helper that keeps one credential in a file, found on PATH).
+    let bin = tempfile::tempdir().unwrap();
+    let helper = bin.path().join("docker-credential-wbtest");
+    let kept = bin.path().join("kept.json");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nf={}\ncase \"$1\" in\n\
+             store) cat > \"$f\" ;;\n\
+             get) read -r server; if [ -f \"$f\" ]; then cat \"$f\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n\
+             erase) rm -f \"$f\" ;;\n\
+             esac\n",
+            kept.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        docker_config.path().join("config.json"),
+        r#"{"credsStore": "wbtest"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let run_with_helper = |wb: &Wbuild, args: &[&str], stdin: &str| {
+        let mut child = wb
+            .cmd()
+            .args(args)
+            .env("DOCKER_CONFIG", docker_config.path())
+            .env("PATH", &path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run_with_helper(&c, &["pull", &base], "");
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, err) = run_with_helper(
+        &c,
+        &["login", &reg.addr, "-u", "alice", "--password-stdin"],
+        "s3cret\n",
+    );
+    assert!(ok && err.contains("docker-credential-wbtest"), "{err}");
+    assert!(std::fs::read_to_string(&kept).unwrap().contains("alice"));
+    let (ok, err) = run_with_helper(&c, &["pull", &base], "");
+    assert!(ok, "{err}");
 }

@@ -93,6 +93,16 @@ fn kind_of(bytes: &[u8], what: &str) -> anyhow::Result<(Kind, Value)> {
     }
 }
 
+/// Whether an image config is for `p` (fields it leaves empty match anything).
+pub(crate) fn matches_platform(config: &ImageConfig, p: &Platform) -> bool {
+    (config.architecture.is_empty() || config.architecture == p.architecture)
+        && (config.os.is_empty() || config.os == p.os)
+        && match (&p.variant, &config.variant) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        }
+}
+
 fn platform_text(p: &Platform) -> String {
     match &p.variant {
         Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
@@ -270,6 +280,21 @@ impl Registry {
             .await?;
         let config = ImageConfig::from_json(&read_blob(store, &config_digest)?)
             .with_context(|| format!("{what}: config {config_digest} is not an image config"))?;
+        if !matches_platform(&config, platform) {
+            let have = Platform {
+                os: config.os.clone(),
+                architecture: config.architecture.clone(),
+                variant: config.variant.clone(),
+            };
+            bail!(
+                "{what} is an image for {}, not {}; build with --platform {} or use an image \
+                 that has {}",
+                platform_text(&have),
+                platform_text(platform),
+                platform_text(&have),
+                platform_text(platform)
+            );
+        }
         Ok(Resolved {
             name: name.clone(),
             digest,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::client::Registry;
-use super::pull::{Resolved, local};
+use super::pull::{Resolved, local, matches_platform};
 use super::reference::ImageName;
 use crate::catalog;
 use crate::frontend::ImageResolver;
@@ -32,15 +32,6 @@ fn platform_key(p: &Platform) -> String {
         p.architecture,
         p.variant.as_deref().unwrap_or("")
     )
-}
-
-fn matches_platform(config: &crate::image::ImageConfig, p: &Platform) -> bool {
-    (config.architecture.is_empty() || config.architecture == p.architecture)
-        && (config.os.is_empty() || config.os == p.os)
-        && match (&p.variant, &config.variant) {
-            (Some(want), Some(have)) => want == have,
-            _ => true,
-        }
 }
 
 impl Images {
@@ -122,20 +113,21 @@ impl Images {
         let Some(r) = self.resolve(reference, platform)? else {
             return Ok(None);
         };
-        if r.complete(&self.store) {
-            return Ok(Some(r));
+        if !r.complete(&self.store) {
+            let Some(reg) = &self.registry else {
+                anyhow::bail!(
+                    "{}: layers of the image are missing from the store; pull it again with \
+                     `wbuild pull {}`",
+                    r.name,
+                    r.pinned()
+                );
+            };
+            reg.fetch_layers(&self.store, &r)?;
         }
-        let Some(reg) = &self.registry else {
-            anyhow::bail!(
-                "{}: layers of the image are missing from the store; pull it again with \
-                 `wbuild pull {}`",
-                r.name,
-                r.pinned()
-            );
-        };
-        reg.fetch_layers(&self.store, &r)?;
+        // A tag resolved on the registry names what it points at now, as `wbuild pull` does.
         if let Some(n) = r.name.store_name()
             && r.name.digest.is_none()
+            && self.store.get_ref(&n)? != Some(r.manifest_digest)
         {
             self.store.set_ref(&n, &r.manifest_digest)?;
         }
