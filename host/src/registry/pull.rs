@@ -407,6 +407,11 @@ impl Registry {
         let conn = self.conn(&r.name.host)?;
         let conn = &conn;
         self.block_on(async {
+            // The manifest may have come from the store: give the client its credentials.
+            let oci = r.name.oci();
+            conn.client
+                .store_auth_if_needed(oci.resolve_registry(), &conn.auth)
+                .await;
             let fetched: Vec<bool> = futures_util::stream::iter(r.manifest.layers())
                 .map(|l| self.fetch_blob(conn, store, &r.name, l))
                 .buffer_unordered(PARALLEL_LAYERS)
