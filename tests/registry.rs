@@ -26,6 +26,12 @@ impl Registry {
     /// Starts a registry; with `user`, only that user (password `password`) may use it.
     /// None (after printing why) when docker-registry is missing outside CI.
     fn start(user: Option<(&str, &str)>) -> Option<Registry> {
+        Registry::start_with(user, false)
+    }
+
+    /// Like [`Registry::start`]; with `tls`, it serves HTTPS with a fresh self-signed
+    /// certificate (made with openssl).
+    fn start_with(user: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
         if !common::have_tool("docker-registry") {
             return None;
         }
@@ -41,6 +47,32 @@ impl Registry {
              http:\n  addr: {addr}\n  secret: wbuild-test\n",
             dir.path().join("data").display()
         );
+        if tls {
+            if !common::have_tool("openssl") {
+                return None;
+            }
+            let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            config += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
         if let Some((u, p)) = user {
             if !common::have_tool("htpasswd") {
                 return None;
@@ -708,4 +740,54 @@ fn login_is_needed_for_a_registry_with_basic_auth() {
     assert!(std::fs::read_to_string(&kept).unwrap().contains("alice"));
     let (ok, err) = run_with_helper(&c, &["pull", &base], "");
     assert!(ok, "{err}");
+}
+
+#[test]
+fn a_loopback_registry_speaking_tls_is_used_over_https() {
+    // Docker's rule for insecure (here: loopback) registries: HTTPS without certificate checks
+    // when the host speaks TLS. This also runs the rustls stack and login over HTTPS.
+    let Some(reg) = Registry::start_with(Some(("bob", "pw")), true) else {
+        return;
+    };
+    let docker_config = tempfile::tempdir().unwrap();
+    let base = reg.name("tls/bb:1");
+    let Some(a) = store_with_base(&base) else {
+        return;
+    };
+    let run = |wb: &Wbuild, args: &[&str], stdin: &str| {
+        let mut child = wb
+            .cmd()
+            .args(args)
+            .env("DOCKER_CONFIG", docker_config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&a, &["push", &base], "");
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, err) = run(
+        &a,
+        &["login", &reg.addr, "-u", "bob", "--password-stdin"],
+        "pw\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, err) = run(&a, &["push", &base], "");
+    assert!(ok, "{err}");
+    let b = Wbuild::new();
+    // Plain HTTP would have got "400 Client sent an HTTP request to an HTTPS server".
+    let (ok, err) = run(&b, &["pull", &base], "");
+    assert!(ok && err.contains("1 of 1 layers downloaded"), "{err}");
 }

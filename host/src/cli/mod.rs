@@ -26,8 +26,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "WBUILD_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// Speak plain HTTP to this registry (`HOST` or `HOST:PORT`; repeatable). Loopback hosts
-    /// (localhost, 127.0.0.0/8, ::1) always are
+    /// Treat this registry (`HOST` or `HOST:PORT`; repeatable) as insecure: HTTPS without
+    /// certificate checks if it speaks TLS, else plain HTTP. Loopback hosts always are
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     pub insecure_registries: Vec<String>,
 

@@ -29,11 +29,21 @@ pub struct Registry {
     backoff: Duration,
 }
 
+/// How a registry host is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Https,
+    /// An insecure registry that speaks TLS: its certificate is not checked.
+    HttpsAnyCert,
+    Http,
+}
+
 /// A client for one registry host and the credentials it uses.
 pub(crate) struct Conn {
     pub client: Client,
     pub auth: RegistryAuth,
     pub host: String,
+    /// Whether the host is an insecure registry (plain HTTP or unchecked TLS).
     pub plain_http: bool,
 }
 
@@ -84,16 +94,40 @@ impl Registry {
         Ok(conn)
     }
 
+    /// How to speak to `host`. For loopback and `--insecure-registry` hosts this is Docker's
+    /// rule: HTTPS without certificate checks when the host speaks TLS, else plain HTTP.
+    fn transport(&self, host: &str) -> Transport {
+        if !self.plain_http(host) {
+            return Transport::Https;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let probe = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .build();
+        let url = format!("https://{host}/v2/");
+        let tls = match probe {
+            Ok(c) => self.block_on(async { c.get(&url).send().await.is_ok() }),
+            Err(_) => false,
+        };
+        if tls {
+            Transport::HttpsAnyCert
+        } else {
+            Transport::Http
+        }
+    }
+
     fn connect(&self, host: &str, auth: RegistryAuth) -> Conn {
-        let plain_http = self.plain_http(host);
-        // Registries must be reached directly: 127.0.0.1 through a proxy would fail.
+        let transport = self.transport(host);
+        // rustls needs a process-wide crypto provider before any client is built.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = ClientConfig {
-            protocol: if plain_http {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
+            protocol: match transport {
+                Transport::Http => ClientProtocol::Http,
+                Transport::Https | Transport::HttpsAnyCert => ClientProtocol::Https,
             },
+            accept_invalid_certificates: transport == Transport::HttpsAnyCert,
             max_concurrent_download: 4,
             max_concurrent_upload: 4,
             connect_timeout: Some(Duration::from_secs(15)),
@@ -105,7 +139,7 @@ impl Registry {
             client: Client::new(config),
             auth,
             host: host.to_string(),
-            plain_http,
+            plain_http: transport != Transport::Https,
         }
     }
 
@@ -133,13 +167,15 @@ impl Registry {
     /// Checks credentials against `host` the way `docker login` does: `GET /v2/` with them
     /// (through the token service when the registry answers with a bearer challenge).
     pub fn check_login(&self, host: &str, creds: &Credentials) -> anyhow::Result<()> {
-        let scheme = if self.plain_http(host) {
+        let transport = self.transport(host);
+        let scheme = if transport == Transport::Http {
             "http"
         } else {
             "https"
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(transport == Transport::HttpsAnyCert)
             .connect_timeout(Duration::from_secs(15))
             .build()?;
         let url = format!("{scheme}://{host}/v2/");

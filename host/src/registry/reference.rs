@@ -1,6 +1,7 @@
 //! Image references as the registry code needs them: split into registry host, repository,
 //! tag and digest (after Docker's normalisation, `catalog::normalize`), turned into
-//! `oci_client::Reference`s, and the rule for which hosts are spoken to over plain HTTP.
+//! `oci_client::Reference`s, and which hosts are insecure registries (no certificate checks,
+//! plain HTTP when they do not speak TLS).
 
 use std::fmt;
 
@@ -106,8 +107,8 @@ fn host_only(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// Whether `host` is this machine (`localhost`, `127.0.0.0/8`, `::1`), which Docker speaks to
-/// over plain HTTP without being told.
+/// Whether `host` is this machine (`localhost`, `127.0.0.0/8`, `::1`), which Docker treats as
+/// an insecure registry without being told.
 pub fn is_loopback(host: &str) -> bool {
     let h = host_only(host);
     h == "localhost"
@@ -115,7 +116,7 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether to use plain HTTP for `host`: loopback, or named with `--insecure-registry`
+/// Whether `host` is an insecure registry: loopback, or named with `--insecure-registry`
 /// (matched with or without the port).
 pub fn is_insecure(host: &str, insecure: &[String]) -> bool {
     is_loopback(host)
