@@ -791,3 +791,26 @@ fn a_loopback_registry_speaking_tls_is_used_over_https() {
     let (ok, err) = run(&b, &["pull", &base], "");
     assert!(ok && err.contains("1 of 1 layers downloaded"), "{err}");
 }
+
+#[test]
+fn a_store_image_for_another_platform_is_looked_up_and_the_error_says_so() {
+    // Nothing listens on port 1: the lookup fails, and the message names the store's platform.
+    let name = "127.0.0.1:1/x/bb:1";
+    let Some(wb) = store_with_base(name) else {
+        return;
+    };
+    let ctx = common::context(&format!("FROM {name}\nLABEL a=b\n"));
+    let ctx = ctx.path().to_str().unwrap();
+    let err = wb.fails(&["build", "--platform", "linux/s390x", ctx]);
+    assert!(err.contains("Dockerfile:1:1"), "{err}");
+    assert!(
+        err.contains("cannot reach the registry 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("the store's {name} is for linux/")),
+        "{err}"
+    );
+    // For its own platform the store's image is used without asking the registry.
+    wb.build(&["build", ctx]);
+}

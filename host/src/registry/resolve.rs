@@ -74,7 +74,10 @@ impl Images {
         let found = match self.in_store(&name, platform)? {
             Some(r) => Some(r),
             None => match &self.registry {
-                Some(reg) => Some(reg.resolve(&self.store, &name, platform)?),
+                Some(reg) => Some(
+                    reg.resolve(&self.store, &name, platform)
+                        .map_err(|e| self.other_platform_hint(e, &name))?,
+                ),
                 None => None,
             },
         };
@@ -82,6 +85,24 @@ impl Images {
             self.memo.lock().unwrap().insert(key, r.clone());
         }
         Ok(found)
+    }
+
+    /// When the store has the name for another platform, say so: the user may have meant it.
+    fn other_platform_hint(&self, e: anyhow::Error, name: &ImageName) -> anyhow::Error {
+        match catalog::lookup(&self.store, &name.to_string()) {
+            Ok(Some(img)) if !img.config.architecture.is_empty() => {
+                let mut p = format!("{}/{}", img.config.os, img.config.architecture);
+                if let Some(v) = &img.config.variant {
+                    p = format!("{p}/{v}");
+                }
+                e.context(format!(
+                    "the store's {} is for {p}, so it was looked up on its registry; to build \
+                     on the store's image, pass --platform {p}",
+                    name
+                ))
+            }
+            _ => e,
+        }
     }
 
     fn in_store(&self, name: &ImageName, platform: &Platform) -> anyhow::Result<Option<Resolved>> {
