@@ -814,3 +814,69 @@ fn a_store_image_for_another_platform_is_looked_up_and_the_error_says_so() {
     // For its own platform the store's image is used without asking the registry.
     wb.build(&["build", ctx]);
 }
+
+#[test]
+fn docker_v2_images_are_pulled_and_built_on() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    if !common::have_tool("skopeo") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(tar) = common::busybox_oci_tar(dir.path()) else {
+        return;
+    };
+    // skopeo converts the OCI image to Docker's schema 2 media types on the way in.
+    let base = reg.name("docker/bb:1");
+    let out = Command::new("skopeo")
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}:bb", tar.display()))
+        .arg(format!("docker://{base}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wb = Wbuild::new();
+    let pinned = wb.ok(&["pull", &base]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(&wb, manifest_digest(line(&pinned)))).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    // Built on, the layers get OCI media types in the OCI manifest; the result pushes and
+    // skopeo reads it back.
+    let ctx = common::context(&format!("FROM {base}\nCOPY Dockerfile /df\n"));
+    let app = reg.name("docker/app:1");
+    let log = wb.build(&["build", "-t", &app, "--push", ctx.path().to_str().unwrap()]);
+    let built = log
+        .lines()
+        .find_map(|l| l.strip_prefix("built "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&wb, &built)).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            "{manifest}"
+        );
+    }
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{app}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["Digest"], built.as_str());
+}
