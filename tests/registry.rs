@@ -214,6 +214,12 @@ fn pull_then_build_from_the_pulled_base() {
         "a second pull fetched again: {err}"
     );
     assert!(b.ok(&["images"]).contains(&base));
+    // Where blobs came from is remembered (for cross-repository mounts) until they are pruned.
+    let sources = b.root.path().join("registry-sources");
+    assert_eq!(std::fs::read_dir(&sources).unwrap().count(), 2);
+    b.ok(&["rm", &base]);
+    b.ok(&["prune"]);
+    assert_eq!(std::fs::read_dir(&sources).unwrap().count(), 0);
 
     // A fresh store builds FROM the registry image: pulled on demand, the base's PATH reaches
     // the frontend (ENV expansion), and the tag is pinned in the progress and the history.

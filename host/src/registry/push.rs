@@ -55,6 +55,27 @@ pub(crate) fn record_source(store: &Store, d: &Digest, repo: &str) {
     });
 }
 
+/// Forgets the sources of blobs the store no longer has (after a prune).
+pub fn prune_sources(store: &Store) -> std::io::Result<()> {
+    let dir = store.root().join("registry-sources");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let gone = Digest::from_hex(&name.to_string_lossy())
+            .ok()
+            .is_none_or(|d| !store.has_blob(&d));
+        if gone {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn sources(store: &Store, d: &Digest) -> Vec<String> {
     std::fs::read_to_string(sources_path(store, d))
         .unwrap_or_default()
