@@ -178,7 +178,13 @@ impl Registry {
             .tls_danger_accept_invalid_certs(transport == Transport::HttpsAnyCert)
             .connect_timeout(Duration::from_secs(15))
             .build()?;
-        let url = format!("{scheme}://{host}/v2/");
+        // Docker Hub's API lives on another name than the one in image names.
+        let api_host = if host == "docker.io" {
+            "index.docker.io"
+        } else {
+            host
+        };
+        let url = format!("{scheme}://{api_host}/v2/");
         self.block_on(async {
             let res = http
                 .get(&url)
