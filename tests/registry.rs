@@ -190,6 +190,12 @@ fn pull_then_build_from_the_pulled_base() {
         return;
     };
     a.ok(&["push", &base]);
+    // The same image under another name, used only as a RUN mount source below.
+    let tools = reg.name("test/tools:1");
+    let dir = tempfile::tempdir().unwrap();
+    let tar = common::busybox_oci_tar(dir.path()).unwrap();
+    a.ok(&["import", tar.to_str().unwrap(), "-t", &tools]);
+    a.ok(&["push", &tools]);
 
     // Errors a user can act on.
     let b = Wbuild::new();
@@ -229,7 +235,8 @@ fn pull_then_build_from_the_pulled_base() {
     let c = Wbuild::new();
     let ctx = common::context(&format!(
         "FROM {base}\nENV P2=$PATH:/extra\nRUN echo \"$P2\" > /p\n\
-         COPY --from={base} /etc/passwd /pw\n"
+         COPY --from={base} /etc/passwd /pw\n\
+         RUN --mount=type=bind,from={tools},source=/etc,target=/t cat /t/passwd > /mounted\n"
     ));
     let plan: serde_json::Value =
         serde_json::from_str(&c.ok(&["plan", "--pull", ctx.path().to_str().unwrap()])).unwrap();
@@ -250,8 +257,13 @@ fn pull_then_build_from_the_pulled_base() {
         "/usr/local/bin:/bin:/extra\n"
     );
     assert!(out.path().join("pw").is_file());
+    assert!(out.path().join("mounted").is_file());
     let images = c.ok(&["images"]);
     assert!(images.contains(&base), "the pulled base is named: {images}");
+    assert!(
+        images.contains(&tools),
+        "the mount's image was pulled: {images}"
+    );
     let oci = tempfile::tempdir().unwrap();
     c.ok(&[
         "build",

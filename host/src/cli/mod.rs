@@ -71,6 +71,7 @@ pub enum Command {
     Login {
         /// The registry host, e.g. ghcr.io or 127.0.0.1:5000 [default: docker.io]
         server: Option<String>,
+        /// The user name
         #[arg(short = 'u', long)]
         username: Option<String>,
         /// The password (visible in the process list: prefer --password-stdin)
