@@ -447,6 +447,8 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         }
     }
     let store = Store::open(root)?;
+    // Held from the first blob the frontend's image lookups store, so a prune cannot take them.
+    let _gc = store.lock_shared(Store::GC_LOCK)?;
     let images = Arc::new(crate::registry::Images::new(
         store.clone(),
         Some(reg.clone()),
