@@ -13,6 +13,7 @@ pub mod frontend;
 pub mod graph;
 pub mod image;
 pub mod progress;
+pub mod registry;
 pub mod snapshot;
 pub mod solve;
 pub mod store;

@@ -27,6 +27,8 @@ use crate::frontend::bindings::{
 use crate::image::config::DEFAULT_PATH;
 use crate::image::{BlobSource, ConfigBuilder, Healthcheck, manifest};
 use crate::progress::{Progress, StepId};
+use crate::registry::cache::{self, CacheLayer, CacheMode, CacheSource, CacheTarget};
+use crate::registry::{ImageName, Images, Registry};
 use crate::snapshot::{self, Compression, DiffOptions, LayerWriter, Stacks};
 use crate::solve::{self, StepInputs};
 use crate::store::{Digest, Store};
@@ -42,6 +44,8 @@ pub enum Output {
     Local(PathBuf),
     /// The final filesystem as a tar file.
     Tar(PathBuf),
+    /// Pushed to a registry under this name (`-o type=registry,name=…`, `--push`).
+    Registry(String),
 }
 
 /// How to build.
@@ -63,6 +67,10 @@ pub struct BuildOptions {
     pub ssh: Vec<(String, PathBuf)>,
     /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--cache-from`: build caches imported before the build.
+    pub cache_from: Vec<CacheSource>,
+    /// `--cache-to`: where the build cache is exported after the build.
+    pub cache_to: Vec<CacheTarget>,
 }
 
 /// Where the value of a `--secret` comes from. Read only when a step mounts it.
@@ -89,6 +97,16 @@ struct CacheRecord {
     layer: Option<LayerRef>,
 }
 
+/// The layer a cache record needs, for moving the cache between stores.
+fn record_layer(record: &[u8]) -> anyhow::Result<Option<CacheLayer>> {
+    let rec: CacheRecord = serde_json::from_slice(record).context("a cache record")?;
+    Ok(rec.layer.map(|l| CacheLayer {
+        digest: l.digest,
+        size: l.size,
+        media_type: l.media_type,
+    }))
+}
+
 /// A stage's state between ops, and its result.
 #[derive(Clone)]
 struct StageState {
@@ -97,6 +115,9 @@ struct StageState {
     layers: Vec<LayerRef>,
     /// Key of the newest materialised snapshot of this chain, and how many of `layers` it has.
     snapshot: Option<(Digest, usize)>,
+    /// The cache index entries of this chain's filesystem steps (key, record), for
+    /// `--cache-to`.
+    steps: Vec<(Digest, Vec<u8>)>,
 }
 
 /// The outcome of a build.
@@ -120,6 +141,9 @@ pub struct Builder<'a> {
     progress: Arc<Progress>,
     /// The overlay snapshotter, set up on first use (see [`Builder::stacks`]).
     stacks: OnceLock<Option<Stacks>>,
+    /// Where base images come from: the store, then the registry.
+    images: Arc<Images>,
+    registry: Option<Arc<Registry>>,
 }
 
 impl<'a> Builder<'a> {
@@ -140,12 +164,25 @@ impl<'a> Builder<'a> {
             counts: Mutex::new((0, 0)),
             progress,
             stacks: OnceLock::new(),
+            images: Arc::new(Images::offline(store.clone())),
+            registry: None,
         })
+    }
+
+    /// Resolve images through `images` and push to `registry` (without, the store only).
+    pub fn with_registry(mut self, images: Arc<Images>, registry: Arc<Registry>) -> Self {
+        self.images = images;
+        self.registry = Some(registry);
+        self
     }
 
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
+        for from in &self.opts.cache_from {
+            let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
+            self.progress.message(&format!("imported {n} cache records from {from}"));
+        }
         let results = solve::run_stages(graph, self.opts.jobs, |index, deps| {
             self.build_stage(graph, index, deps)
         })
@@ -158,6 +195,23 @@ impl<'a> Builder<'a> {
         for out in &self.opts.outputs {
             self.export(out, target, &result)?;
         }
+        for to in &self.opts.cache_to {
+            let mut entries: Vec<(Digest, Vec<u8>)> = match to.mode {
+                CacheMode::Min => target.steps.clone(),
+                CacheMode::Max => results.values().flat_map(|s| s.steps.clone()).collect(),
+            };
+            entries.sort();
+            entries.dedup();
+            let n = entries.len();
+            cache::export(
+                self.store,
+                self.registry.as_deref(),
+                to,
+                entries,
+                &record_layer,
+            )?;
+            self.progress.message(&format!("exported {n} cache records to {to}"));
+        }
         Ok(result)
     }
 
@@ -169,10 +223,10 @@ impl<'a> Builder<'a> {
     ) -> anyhow::Result<StageState> {
         let stage = &graph.stages[index as usize];
         let label = stage_label(stage, index);
-        let mut state = self.base_state(stage, deps)?;
         let total = stage.ops.len();
         self.progress
             .stage_started(&format!("[{label} 0/{total}] {}", stage.text));
+        let mut state = self.base_state(stage, deps)?;
         for (i, node) in stage.ops.iter().enumerate() {
             let step = format!("[{label} {}/{total}] {}", i + 1, node.text);
             self.apply_op(&mut state, node, deps, &step)
@@ -207,16 +261,24 @@ impl<'a> Builder<'a> {
                     config,
                     layers: vec![],
                     snapshot: None,
+                    steps: vec![],
                 })
             }
             Base::Image(r) => {
-                let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
-                    format!(
-                        "{}:{}: image {} is not in the store; import it with `wbuild import` \
-                         (pulling from registries is not supported yet)",
-                        self.opts.file_name, stage.span.line, r.reference
-                    )
-                })?;
+                let img = self
+                    .images
+                    .image(&r.reference, &platform)?
+                    .with_context(|| {
+                        format!(
+                            "{}:{}: image {} is not in the store; pull it with `wbuild pull {}` or \
+                         import it with `wbuild import`",
+                            self.opts.file_name, stage.span.line, r.reference, r.reference
+                        )
+                    })?;
+                let pinned = img.pinned();
+                if stage.span.line > 0 {
+                    self.progress.message(&format!("  {} is {pinned}", r.reference));
+                }
                 let layers = img
                     .manifest
                     .layers()
@@ -226,19 +288,28 @@ impl<'a> Builder<'a> {
                         digest: l.digest().to_string(),
                         diff_id: diff_id.clone(),
                         size: l.size(),
-                        media_type: l.media_type().to_string(),
+                        // Docker's layer types name the same bytes as OCI's.
+                        media_type: crate::image::Compression::from_media_type(
+                            l.media_type().as_ref(),
+                        )
+                        .map_or_else(
+                            || l.media_type().to_string(),
+                            |c| c.layer_media_type().to_string(),
+                        ),
                     })
                     .collect();
                 let mut config = ConfigBuilder::from_base(img.config.clone());
                 // ONBUILD triggers were run by the frontend; they do not carry over.
                 config.take_onbuild();
                 config.created(created);
+                config.config_only(&format!("FROM {pinned}"));
                 let digest = img.manifest_digest.to_string();
                 Ok(StageState {
                     key: solve::stage_base_key(&stage.base, Some(&digest), &platform),
                     config,
                     layers,
                     snapshot: None,
+                    steps: vec![],
                 })
             }
         }
@@ -318,6 +389,7 @@ impl<'a> Builder<'a> {
             Some(rec) => {
                 self.progress.step_cached(step);
                 self.counts.lock().unwrap().1 += 1;
+                state.steps.push((record, serde_json::to_vec(&rec)?));
                 rec.layer
             }
             None => {
@@ -332,7 +404,9 @@ impl<'a> Builder<'a> {
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
-                self.store.put_cache(&record, &serde_json::to_vec(&rec)?)?;
+                let bytes = serde_json::to_vec(&rec)?;
+                self.store.put_cache(&record, &bytes)?;
+                state.steps.push((record, bytes));
                 self.progress.step_done(id);
                 self.counts.lock().unwrap().0 += 1;
                 layer
@@ -637,12 +711,17 @@ impl<'a> Builder<'a> {
             Source::Context => {}
             Source::Stage(i) => inputs.stages.push(deps[i].key.to_string()),
             Source::Image(r) => {
-                let img = catalog::lookup(self.store, &r.reference)?.with_context(|| {
-                    format!(
-                        "{}: the image is not in the store; import it with `wbuild import`",
-                        r.reference
-                    )
-                })?;
+                let platform = r.platform.clone().unwrap_or(self.opts.platform.clone());
+                let img = self
+                    .images
+                    .resolve(&r.reference, &platform)?
+                    .with_context(|| {
+                        format!(
+                            "{}: the image is not in the store; pull it with `wbuild pull {}` or \
+                         import it with `wbuild import`",
+                            r.reference, r.reference
+                        )
+                    })?;
                 inputs.images.push(img.manifest_digest.to_string());
             }
         }
@@ -763,6 +842,17 @@ impl<'a> Builder<'a> {
             }
             Output::Oci(p) => crate::image::export_oci_dir(src, &digest, &opts, p)?,
             Output::Docker(p) => crate::image::export_docker_tar(src, &digest, &opts, p)?,
+            Output::Registry(name) => {
+                let Some(reg) = &self.registry else {
+                    bail!("pushing {name}: no registry access in this build");
+                };
+                let image = ImageName::parse(name)?;
+                let stats = reg.push(self.store, &result.manifest_digest, &image)?;
+                self.progress.message(&format!(
+                    "pushed {image}@{} ({} blobs uploaded, {} mounted, {} already there)",
+                    result.manifest_digest, stats.uploaded, stats.mounted, stats.existing
+                ));
+            }
             Output::Local(p) => {
                 let mut st = target.clone();
                 let root = self.rootfs(&mut st)?;

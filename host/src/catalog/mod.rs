@@ -179,6 +179,7 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
     }
     store.cleanup_tmp()?;
     let mut freed = store.prune_blobs(&keep)?;
+    crate::registry::push::prune_sources(store)?;
     for (key, size) in store.list_cache()? {
         if store.remove_cache(&key)? {
             freed += size;

@@ -1,6 +1,7 @@
 //! The command line: argument definitions (clap) and the commands they run.
 
 mod diagnostics;
+mod registry;
 mod select;
 
 use std::io::Read;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::catalog::{self, StoreImages, familiar};
+use crate::catalog::{self, familiar};
 use crate::frontend::bindings::{KeyValue, Platform};
 use crate::frontend::{CallContext, Input, Limits, Runtime, embedded};
 use crate::graph;
@@ -24,6 +25,11 @@ pub struct Cli {
     /// $XDG_DATA_HOME/wbuild otherwise]
     #[arg(long, global = true, env = "WBUILD_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
+
+    /// Treat this registry (`HOST` or `HOST:PORT`; repeatable) as insecure: HTTPS without
+    /// certificate checks if it speaks TLS, else plain HTTP. Loopback hosts always are
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -47,6 +53,38 @@ pub enum Command {
         /// Name the imported image (repeatable); needed when the archive carries no name
         #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
         tags: Vec<String>,
+    },
+    /// Pull an image from its registry into the store
+    Pull {
+        /// The image, e.g. alpine:3.20, ghcr.io/org/app@sha256:…
+        name: String,
+        /// The platform to pull from a multi-platform image [default: this machine's]
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
+    },
+    /// Push an image of the store to its registry (the name says where)
+    Push {
+        /// The image's name in the store, which is also where it goes
+        name: String,
+    },
+    /// Save credentials for a registry (in Docker's config file or its credential helper)
+    Login {
+        /// The registry host, e.g. ghcr.io or 127.0.0.1:5000 [default: docker.io]
+        server: Option<String>,
+        /// The user name
+        #[arg(short = 'u', long)]
+        username: Option<String>,
+        /// The password (visible in the process list: prefer --password-stdin)
+        #[arg(short = 'p', long)]
+        password: Option<String>,
+        /// Read the password from stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Forget the credentials for a registry
+    Logout {
+        /// The registry host [default: docker.io]
+        server: Option<String>,
     },
     /// List the images in the store
     Images,
@@ -109,6 +147,23 @@ pub struct BuildOpts {
     /// Run every step, ignoring the build cache
     #[arg(long)]
     pub no_cache: bool,
+
+    /// Resolve every base image's tag on its registry, even when the store has it
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Push the result to the registry of every -t name
+    #[arg(long)]
+    pub push: bool,
+
+    /// Export the build cache: type=registry,ref=NAME[,mode=min|max] or
+    /// type=local,dest=DIR[,mode=min|max] (repeatable)
+    #[arg(long = "cache-to", value_name = "type=TYPE,...")]
+    pub cache_to: Vec<String>,
+
+    /// Import a build cache: type=registry,ref=NAME or type=local,src=DIR (repeatable)
+    #[arg(long = "cache-from", value_name = "type=TYPE,...")]
+    pub cache_from: Vec<String>,
 
     /// Stages built at the same time [default: the number of cores]
     #[arg(long, value_name = "N")]
@@ -197,10 +252,28 @@ pub struct Reported(pub String);
 /// Run the command line; the returned error is printed by `main`.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let root = cli.root.clone().unwrap_or_else(Store::default_root);
+    let reg = Arc::new(crate::registry::Registry::new(
+        cli.insecure_registries.clone(),
+    ));
     match cli.command {
-        None => build(&root, &cli.build),
-        Some(Command::Build(opts)) => build(&root, &opts),
-        Some(Command::Plan(opts)) => plan(&root, &opts),
+        None => build(&root, &cli.build, reg),
+        Some(Command::Build(opts)) => build(&root, &opts, reg),
+        Some(Command::Plan(opts)) => plan(&root, &opts, reg),
+        Some(Command::Pull { name, platform }) => {
+            let platform = match platform {
+                Some(p) => parse_platform(&p)?,
+                None => host_platform(),
+            };
+            registry::pull(&root, &reg, &name, &platform)
+        }
+        Some(Command::Push { name }) => registry::push(&root, &reg, &name),
+        Some(Command::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        }) => registry::login(&reg, server, username, password, password_stdin),
+        Some(Command::Logout { server }) => registry::logout(server),
         Some(Command::Frontends) => frontends(&root),
         Some(Command::Import { file, tags }) => import(&root, &file, &tags),
         Some(Command::Images) => images(&root),
@@ -295,7 +368,11 @@ struct Planned {
     translation: crate::frontend::Translation,
 }
 
-fn translate(root: &Path, opts: &BuildOpts) -> anyhow::Result<Planned> {
+fn translate(
+    root: &Path,
+    opts: &BuildOpts,
+    images: Arc<crate::registry::Images>,
+) -> anyhow::Result<Planned> {
     let (path, source) = read_build_file(opts)?;
     let rt = runtime(root)?;
     let choice = select::choose(opts.frontend.as_deref(), &path, &source)?;
@@ -317,7 +394,7 @@ fn translate(root: &Path, opts: &BuildOpts) -> anyhow::Result<Planned> {
         build_platform: host_platform(),
     };
     let cx = CallContext {
-        images: Arc::new(StoreImages::new(Store::open(root)?)),
+        images,
         context_dir: Some(opts.context.clone()),
     };
     let translation = match rt.translate(&fe, &input, &cx)? {
@@ -339,8 +416,15 @@ fn translate(root: &Path, opts: &BuildOpts) -> anyhow::Result<Planned> {
     })
 }
 
-fn plan(root: &Path, opts: &PlanOpts) -> anyhow::Result<()> {
-    let planned = translate(root, &opts.build)?;
+fn plan(root: &Path, opts: &PlanOpts, reg: Arc<crate::registry::Registry>) -> anyhow::Result<()> {
+    // Planning asks registries only with --pull; otherwise images come from the store.
+    let store = Store::open(root)?;
+    let images = Arc::new(crate::registry::Images::new(
+        store,
+        opts.build.pull.then_some(reg),
+        opts.build.pull,
+    ));
+    let planned = translate(root, &opts.build, images.clone())?;
     let plan = graph::Plan::new(
         &planned.file_name,
         &planned.frontend,
@@ -348,7 +432,12 @@ fn plan(root: &Path, opts: &PlanOpts) -> anyhow::Result<()> {
         &planned.translation.warnings,
     );
     match opts.format {
-        PlanFormat::Json => println!("{}", plan.to_json()),
+        PlanFormat::Json => {
+            // Every image reference the frontend resolved, pinned by digest.
+            let mut v: serde_json::Value = serde_json::from_str(&plan.to_json())?;
+            v["images"] = serde_json::to_value(images.resolutions())?;
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
         PlanFormat::Dot => print!("{}", plan.to_dot()),
     }
     Ok(())
@@ -421,14 +510,29 @@ fn parse_ssh(spec: &str) -> anyhow::Result<(String, PathBuf)> {
     Ok((id, path))
 }
 
-fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
-    let planned = translate(root, opts)?;
-    let outputs = opts
+fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> anyhow::Result<()> {
+    let mut outputs = opts
         .outputs
         .iter()
         .map(|o| parse_output(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    if opts.push {
+        if opts.tags.is_empty() {
+            bail!("--push needs a name to push to: add -t NAME[:TAG]");
+        }
+        for t in &opts.tags {
+            outputs.push(crate::build::Output::Registry(t.clone()));
+        }
+    }
     let store = Store::open(root)?;
+    // Held from the first blob the frontend's image lookups store, so a prune cannot take them.
+    let _gc = store.lock_shared(Store::GC_LOCK)?;
+    let images = Arc::new(crate::registry::Images::new(
+        store.clone(),
+        Some(reg.clone()),
+        opts.pull,
+    ));
+    let planned = translate(root, opts, images.clone())?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
@@ -459,9 +563,20 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
             .iter()
             .map(|s| parse_secret(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_from: opts
+            .cache_from
+            .iter()
+            .map(|s| crate::registry::cache::CacheSource::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_to: opts
+            .cache_to
+            .iter()
+            .map(|s| crate::registry::cache::CacheTarget::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let progress = crate::progress::Progress::stderr(opts.progress);
-    let builder = crate::build::Builder::new(&store, &opts.context, build_opts, progress.clone())?;
+    let builder = crate::build::Builder::new(&store, &opts.context, build_opts, progress.clone())?
+        .with_registry(images, reg);
     // The live view ends before anything else is printed, the error of a failed build included.
     let result = builder.build(&planned.translation.graph);
     drop(builder);
@@ -524,12 +639,26 @@ fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
     let mut kind = None;
     let mut dest = None;
+    let mut name = None;
+    let mut push = None;
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("type", v)) => kind = Some(v),
             Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            _ => bail!("-o {spec:?}: expected type=oci|docker|local|tar,dest=PATH"),
+            Some(("name", v)) => name = Some(v.to_string()),
+            Some(("push", v)) => push = Some(v),
+            _ => bail!(
+                "-o {spec:?}: expected type=oci|docker|local|tar,dest=PATH or type=registry,name=NAME"
+            ),
         }
+    }
+    if kind == Some("registry") || (kind == Some("image") && push == Some("true")) {
+        let Some(name) = name else {
+            bail!("-o {spec:?}: name=NAME is missing (where to push)");
+        };
+        crate::registry::ImageName::parse(&name)
+            .map_err(|e| anyhow::anyhow!("-o {spec:?}: {e}"))?;
+        return Ok(crate::build::Output::Registry(name));
     }
     let Some(dest) = dest else {
         bail!("-o {spec:?}: dest=PATH is missing");
@@ -540,7 +669,7 @@ fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
         Some("local") => crate::build::Output::Local(dest),
         Some("tar") => crate::build::Output::Tar(dest),
         other => bail!(
-            "-o {spec:?}: unknown type {:?}; use oci, docker, local or tar",
+            "-o {spec:?}: unknown type {:?}; use oci, docker, local, tar or registry",
             other.unwrap_or("")
         ),
     })

@@ -42,6 +42,9 @@ pub struct CallState {
     pub images: std::sync::Arc<dyn ImageResolver>,
     /// The build context root, when the build has one.
     pub context: Option<PathBuf>,
+    /// Time spent answering `resolve-image-config` (registry round trips): not the
+    /// frontend's, so it is not charged to its time limit.
+    pub host_time: std::time::Duration,
 }
 
 impl WasiView for CallState {
@@ -59,7 +62,10 @@ impl wbuild::frontend::host::Host for CallState {
         reference: String,
         platform: Platform,
     ) -> Result<ImageConfig, String> {
-        self.images.resolve(&reference, &platform)
+        let started = std::time::Instant::now();
+        let r = self.images.resolve(&reference, &platform);
+        self.host_time += started.elapsed();
+        r
     }
 
     fn read_context_file(&mut self, path: String) -> Result<Vec<u8>, String> {

@@ -247,11 +247,24 @@ impl Runtime {
                 .build(),
             images: cx.images.clone(),
             context: cx.context_dir.clone(),
+            host_time: Duration::ZERO,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         let ticks = (self.limits.time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
+        // At the deadline, time the host spent resolving images (registry round trips) is
+        // given back; a frontend that used up its own time is interrupted.
+        let mut credited = Duration::ZERO;
+        store.epoch_deadline_callback(move |ctx| {
+            let owed = ctx.data().host_time.saturating_sub(credited);
+            let owed_ticks = (owed.as_millis() / EPOCH_TICK.as_millis()) as u64;
+            if owed_ticks == 0 {
+                return Err(wasmtime::Trap::Interrupt.into());
+            }
+            credited += EPOCH_TICK * owed_ticks as u32;
+            Ok(wasmtime::UpdateDeadline::Continue(owed_ticks))
+        });
         (store, stderr)
     }
 
@@ -426,6 +439,40 @@ mod limit_tests {
                 .unwrap()
                 .is_ok()
         );
+    }
+
+    /// A resolver as slow as a registry far away.
+    struct SlowImages;
+
+    impl ImageResolver for SlowImages {
+        fn resolve(
+            &self,
+            reference: &str,
+            platform: &Platform,
+        ) -> Result<bindings::ImageConfig, String> {
+            std::thread::sleep(Duration::from_millis(400));
+            EmptyImages.resolve(reference, platform)
+        }
+    }
+
+    #[test]
+    fn time_spent_resolving_images_is_not_charged_to_the_frontend() {
+        let limits = Limits {
+            memory: 1 << 30,
+            time: Duration::from_millis(200),
+        };
+        let rt = Runtime::new(None, limits).unwrap();
+        let fe = rt
+            .load_bytes("dockerfile", embedded::DOCKERFILE.bytes)
+            .unwrap();
+        let mut inp = input(1);
+        inp.source = "FROM a\nFROM b\nFROM c\n".into();
+        let cx = CallContext {
+            images: std::sync::Arc::new(SlowImages),
+            context_dir: None,
+        };
+        let t = rt.translate(&fe, &inp, &cx).unwrap().unwrap();
+        assert_eq!(t.graph.stages.len(), 3);
     }
 
     #[test]
