@@ -339,12 +339,18 @@ fn frontend_from_a_file_and_from_a_syntax_line() {
 
     std::fs::write(
         &file,
-        "# syntax=example.com/some/frontend:1\nFROM busybox\n",
+        "# syntax=127.0.0.1:1/some/frontend:1\nFROM busybox\n",
     )
     .unwrap();
     let err = wb.fails(&["plan", "-f", file.to_str().unwrap(), ctx]);
     assert!(
-        err.contains(":1:") && err.contains("example.com/some/frontend:1"),
+        err.contains(":1: `# syntax=127.0.0.1:1/some/frontend:1`: getting the frontend"),
+        "{err}"
+    );
+    std::fs::write(&file, "# syntax=some-frontend\nFROM busybox\n").unwrap();
+    let err = wb.fails(&["plan", "-f", file.to_str().unwrap(), ctx]);
+    assert!(
+        err.contains(":1: `# syntax=some-frontend` names neither"),
         "{err}"
     );
 

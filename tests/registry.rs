@@ -898,3 +898,58 @@ fn docker_v2_images_are_pulled_and_built_on() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Digest"], built.as_str());
 }
+
+#[test]
+fn a_frontend_pushed_to_a_registry_is_selected_by_syntax_and_pinned() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    // The extended-syntax frontend as built for embedding, published as a wasm artifact.
+    let wasm = common::repo()
+        .join("target/frontends/wasm32-wasip2/release/wbuild_frontend_dockerfile_ext.wasm");
+    assert!(wasm.is_file(), "{} is built with the host", wasm.display());
+    let name = reg.name("frontends/ext:1");
+    let publisher = Wbuild::new();
+    let out = publisher.ok(&["frontends", "push", wasm.to_str().unwrap(), &name]);
+    assert!(out.contains(&format!("as {name}@sha256:")), "{out}");
+    let manifest = out.split('@').nth(1).unwrap()[..71].to_string();
+
+    // A store that never saw it builds with it through `# syntax=`.
+    let Some(wb) = store_with_base("busybox") else {
+        return;
+    };
+    let ctx = common::context(&format!(
+        "# syntax={name}\nFROM busybox\nARG V=2\nIF $V == 2\nRUN echo two > /v\nELSE\nRUN echo other > /v\nDONE\n"
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    wb.build(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("v")).unwrap(),
+        "two\n"
+    );
+    // The plan names the frontend pinned by digest; by digest it works without the tag.
+    let plan = wb.ok(&["plan", ctx.path().to_str().unwrap()]);
+    assert!(plan.contains(&manifest), "{plan}");
+    let by_digest = common::context(&format!(
+        "# syntax={}@{manifest}\nFROM busybox\nIF defined(NOPE)\nRUN false\nDONE\n",
+        name.split(':').take(2).collect::<Vec<_>>().join(":")
+    ));
+    wb.ok(&["plan", by_digest.path().to_str().unwrap()]);
+
+    // A container image is not a frontend, and an unreachable registry says where it was named.
+    let image = reg.name("test/bb:1");
+    let Some(a) = store_with_base(&image) else {
+        return;
+    };
+    a.ok(&["push", &image]);
+    let not_fe = common::context(&format!("# syntax={image}\nFROM busybox\n"));
+    let err = wb.fails(&["plan", not_fe.path().to_str().unwrap()]);
+    assert!(err.contains("is not a frontend"), "{err}");
+    let gone = common::context("# syntax=127.0.0.1:1/frontends/x:1\nFROM busybox\n");
+    let err = wb.fails(&["plan", gone.path().to_str().unwrap()]);
+    assert!(
+        err.contains("Dockerfile:1: `# syntax=127.0.0.1:1/frontends/x:1`"),
+        "{err}"
+    );
+}

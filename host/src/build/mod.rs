@@ -181,7 +181,8 @@ impl<'a> Builder<'a> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
         for from in &self.opts.cache_from {
             let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
-            self.progress.message(&format!("imported {n} cache records from {from}"));
+            self.progress
+                .message(&format!("imported {n} cache records from {from}"));
         }
         let results = solve::run_stages(graph, self.opts.jobs, |index, deps| {
             self.build_stage(graph, index, deps)
@@ -210,7 +211,8 @@ impl<'a> Builder<'a> {
                 entries,
                 &record_layer,
             )?;
-            self.progress.message(&format!("exported {n} cache records to {to}"));
+            self.progress
+                .message(&format!("exported {n} cache records to {to}"));
         }
         Ok(result)
     }
@@ -277,7 +279,8 @@ impl<'a> Builder<'a> {
                     })?;
                 let pinned = img.pinned();
                 if stage.span.line > 0 {
-                    self.progress.message(&format!("  {} is {pinned}", r.reference));
+                    self.progress
+                        .message(&format!("  {} is {pinned}", r.reference));
                 }
                 let layers = img
                     .manifest

@@ -45,7 +45,10 @@ pub enum Command {
     /// Print the stage graph a build would run, pruned to the target, without running it
     Plan(PlanOpts),
     /// List the frontends built into wbuild and those compiled in the cache
-    Frontends,
+    Frontends {
+        #[command(subcommand)]
+        action: Option<FrontendsCommand>,
+    },
     /// Import a docker-archive (`docker save`) or OCI layout, as a tar file or a directory
     Import {
         /// The archive
@@ -100,6 +103,17 @@ pub enum Command {
     /// Tools for checking frontends and parsers
     #[command(subcommand)]
     Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FrontendsCommand {
+    /// Publish a frontend component to a registry, for `# syntax=REGISTRY/REPO:TAG`
+    Push {
+        /// The component (.wasm)
+        file: PathBuf,
+        /// Where to push it, e.g. registry.example.com/frontends/toml:1
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,7 +288,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
         }) => registry::login(&reg, server, username, password, password_stdin),
         Some(Command::Logout { server }) => registry::logout(server),
-        Some(Command::Frontends) => frontends(&root),
+        Some(Command::Frontends { action: None }) => frontends(&root),
+        Some(Command::Frontends {
+            action: Some(FrontendsCommand::Push { file, name }),
+        }) => push_frontend(&root, &reg, &file, &name),
         Some(Command::Import { file, tags }) => import(&root, &file, &tags),
         Some(Command::Images) => images(&root),
         Some(Command::Rm { names }) => rm(&root, &names),
@@ -372,6 +389,7 @@ fn translate(
     root: &Path,
     opts: &BuildOpts,
     images: Arc<crate::registry::Images>,
+    reg: &crate::registry::Registry,
 ) -> anyhow::Result<Planned> {
     let (path, source) = read_build_file(opts)?;
     let rt = runtime(root)?;
@@ -379,6 +397,19 @@ fn translate(
     let fe = match &choice {
         select::Choice::Embedded(e) => rt.load_bytes(e.name, e.bytes)?,
         select::Choice::File(p) => rt.load_file(p)?,
+        select::Choice::Registry { reference, line } => {
+            let whence = match line {
+                Some(l) => format!("{}:{l}: `# syntax={reference}`", path.display()),
+                None => format!("--frontend {reference}"),
+            };
+            let name =
+                crate::registry::ImageName::parse(reference).with_context(|| whence.clone())?;
+            let pulled = reg
+                .pull_frontend(&Store::open(root)?, &name)
+                .with_context(|| format!("{whence}: getting the frontend"))?;
+            rt.load_bytes(&pulled.pinned, &pulled.component)
+                .with_context(|| format!("{whence}: loading {}", pulled.pinned))?
+        }
     };
     let target_platform = match &opts.platform {
         Some(p) => parse_platform(p)?,
@@ -421,10 +452,10 @@ fn plan(root: &Path, opts: &PlanOpts, reg: Arc<crate::registry::Registry>) -> an
     let store = Store::open(root)?;
     let images = Arc::new(crate::registry::Images::new(
         store,
-        opts.build.pull.then_some(reg),
+        opts.build.pull.then_some(reg.clone()),
         opts.build.pull,
     ));
-    let planned = translate(root, &opts.build, images.clone())?;
+    let planned = translate(root, &opts.build, images.clone(), &reg)?;
     let plan = graph::Plan::new(
         &planned.file_name,
         &planned.frontend,
@@ -532,7 +563,7 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         Some(reg.clone()),
         opts.pull,
     ));
-    let planned = translate(root, opts, images.clone())?;
+    let planned = translate(root, opts, images.clone(), &reg)?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
@@ -678,6 +709,31 @@ fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
 /// `wbuild frontends`: the embedded frontends, then the other frontends compiled in the cache
 /// (frontends used with `--frontend FILE.wasm` or `# syntax=FILE.wasm`), each with the name
 /// and version it reports, its digest and where it came from.
+/// `wbuild frontends push FILE NAME`: checks that FILE is a frontend this wbuild can load, then
+/// publishes it as a wasm OCI artifact.
+fn push_frontend(
+    root: &Path,
+    reg: &crate::registry::Registry,
+    file: &Path,
+    name: &str,
+) -> anyhow::Result<()> {
+    let rt = runtime(root)?;
+    let fe = rt.load_file(file)?;
+    let info = rt.info(&fe)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let image = crate::registry::ImageName::parse(name)?;
+    let (digest, stats) = reg.push_frontend(&Store::open(root)?, &bytes, &image)?;
+    println!(
+        "pushed {} {} as {} ({} blobs uploaded, {} already there)",
+        info.name,
+        info.version,
+        image.pinned(&digest.to_string()),
+        stats.uploaded,
+        stats.existing
+    );
+    Ok(())
+}
+
 fn frontends(root: &Path) -> anyhow::Result<()> {
     let rt = runtime(root)?;
     let mut rows = Vec::new();

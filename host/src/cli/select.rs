@@ -10,6 +10,26 @@ use crate::frontend::embedded::{self, Embedded};
 pub enum Choice {
     Embedded(&'static Embedded),
     File(PathBuf),
+    /// A frontend published to a registry (`REGISTRY/REPO:TAG` or `@sha256:…`), and the line
+    /// of the `# syntax=` directive that named it.
+    Registry {
+        reference: String,
+        line: Option<usize>,
+    },
+}
+
+/// Whether `value` names a registry artifact rather than a file: a reference with a registry
+/// host (`host.domain/…`, `host:port/…`, `localhost/…`) or a digest.
+fn is_registry_ref(value: &str) -> bool {
+    let Some((first, _)) = value.split_once('/') else {
+        return false;
+    };
+    !value.ends_with(".wasm")
+        && (first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || value.contains('@'))
+        && crate::registry::ImageName::parse(value).is_ok()
 }
 
 /// `flag` is `--frontend`; `build_file` and `source` the build file's path and text.
@@ -17,6 +37,12 @@ pub fn choose(flag: Option<&str>, build_file: &Path, source: &str) -> anyhow::Re
     if let Some(f) = flag {
         if let Some(e) = embedded::find(f) {
             return Ok(Choice::Embedded(e));
+        }
+        if is_registry_ref(f) && !Path::new(f).exists() {
+            return Ok(Choice::Registry {
+                reference: f.to_string(),
+                line: None,
+            });
         }
         return Ok(Choice::File(PathBuf::from(f)));
     }
@@ -38,9 +64,16 @@ pub fn choose(flag: Option<&str>, build_file: &Path, source: &str) -> anyhow::Re
     {
         return Ok(Choice::Embedded(&embedded::DOCKERFILE));
     }
+    if is_registry_ref(&value) {
+        return Ok(Choice::Registry {
+            reference: value,
+            line: Some(line),
+        });
+    }
     bail!(
-        "{}:{line}: `# syntax={value}` names neither a .wasm file nor an embedded frontend ({}); \
-         give a path ending in .wasm, relative to the build file",
+        "{}:{line}: `# syntax={value}` names neither a .wasm file, an embedded frontend ({}) nor \
+         a frontend in a registry; give a path ending in .wasm, relative to the build file, or \
+         REGISTRY/REPO:TAG of a frontend pushed with `wbuild frontends push`",
         build_file.display(),
         embedded::ALL
             .iter()

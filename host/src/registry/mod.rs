@@ -4,8 +4,10 @@
 //! One job per file: [`reference`] (names, plain-HTTP hosts), [`auth`] (Docker's config file
 //! and credential helpers), [`client`] (connections, retries, error messages), [`pull`],
 //! [`push`], [`resolve`] (store first, registry second, for builds and frontends) and
-//! [`cache`] (the build cache exported to and imported from a registry or a directory).
+//! [`cache`] (the build cache exported to and imported from a registry or a directory) and
+//! [`artifact`] (frontends published and pulled as wasm OCI artifacts).
 
+pub mod artifact;
 pub mod auth;
 pub mod cache;
 mod client;

@@ -119,6 +119,10 @@ impl Stacks {
     /// A read-only merged view of `lowers` (top first) for the filesystem whose key is `key`,
     /// mounted once per key and kept until the `Stacks` is dropped.
     pub fn view(&self, key: &Digest, lowers: &[PathBuf]) -> Result<PathBuf> {
+        if lowers.is_empty() {
+            // `FROM scratch` with no layer yet: nothing to merge.
+            return Ok(self.empty.clone());
+        }
         let mut mounted = self.mounted.lock().unwrap();
         if let Some(dir) = mounted.get(key) {
             return Ok(dir.path().to_path_buf());
@@ -127,7 +131,7 @@ impl Stacks {
             .prefix(".view-")
             .tempdir_in(&self.views)?;
         let mut all = lowers.to_vec();
-        while all.len() < 2 {
+        if all.len() < 2 {
             all.push(self.empty.clone());
         }
         crate::exec::mount_overlay_readonly(&all, dir.path())?;
