@@ -563,3 +563,132 @@ fn steps_run_on_overlay_stacks_of_layers_unpacked_once() {
     let root = wb.root.path().to_str().unwrap();
     assert!(!mountinfo.contains(root), "mounts left under {root}");
 }
+
+/// Files an [`http_server`] serves: (path, body), changeable while it runs.
+type Served = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A one-thread HTTP server on 127.0.0.1 serving `files` (path → body) with a fixed
+/// Last-Modified; anything else is a 404. Returns its base URL; it stops with the test process.
+fn http_server(files: Served) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let found = files
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, b)| b.clone());
+            let _ = match found {
+                Some(body) => conn
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| conn.write_all(&body)),
+                None => conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_fetches_urls_keys_on_their_content_and_checks_checksums() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    use std::os::unix::fs::MetadataExt;
+    let files = std::sync::Arc::new(std::sync::Mutex::new(vec![(
+        "/dl/tool.sh".to_string(),
+        b"echo tool v1\n".to_vec(),
+    )]));
+    // A gzip'd tar with one file, for --unpack.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append_data(&mut h, "inside.txt", &b"in\n"[..]).unwrap();
+    let tgz = tar.into_inner().unwrap().finish().unwrap();
+    files.lock().unwrap().push(("/dl/pack.tar.gz".into(), tgz));
+    let base = http_server(files.clone());
+    let ctx = common::context(&format!(
+        "FROM busybox\n\
+         ADD --unpack=true {base}/dl/pack.tar.gz /unpacked/\n\
+         ADD {base}/dl/pack.tar.gz /packed/\n\
+         ADD {base}/dl/tool.sh /opt/\n\
+         ADD --chmod=755 {base}/dl/tool.sh /usr/local/bin/tool\n"
+    ));
+    let c = ctx.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = wb.build(&["build", "-o", &dest, c]);
+    assert!(log.contains("(4 steps ran"), "{log}");
+    let opt = out.path().join("opt/tool.sh");
+    assert_eq!(read(&opt), "echo tool v1\n");
+    let md = std::fs::metadata(&opt).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o600, "ADD <url> files are 0600");
+    assert_eq!(md.mtime(), 1445412480, "mtime from Last-Modified");
+    let tool = std::fs::metadata(out.path().join("usr/local/bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o755);
+    assert_eq!(read(&out.path().join("unpacked/inside.txt")), "in\n");
+    assert!(
+        out.path().join("packed/pack.tar.gz").is_file(),
+        "not unpacked by default"
+    );
+
+    // The same content keeps the cache; new content re-runs the steps that fetch it.
+    let log = wb.build(&["build", c]);
+    assert!(log.contains("(0 steps ran"), "{log}");
+    files.lock().unwrap()[0].1 = b"echo tool v2\n".to_vec();
+    let log = wb.build(&["build", "-o", &dest, c]);
+    assert!(log.contains("(2 steps ran, 2 cached)"), "{log}");
+    assert_eq!(read(&out.path().join("opt/tool.sh")), "echo tool v2\n");
+
+    // --checksum is checked; a missing file names the URL and the status.
+    let v2 = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"echo tool v2\n"))
+    );
+    let good = common::context(&format!(
+        "FROM busybox\nADD --checksum={v2} {base}/dl/tool.sh /t\n"
+    ));
+    wb.build(&["build", good.path().to_str().unwrap()]);
+    let bad = common::context(&format!(
+        "FROM busybox\nADD --checksum=sha256:{} {base}/dl/tool.sh /t\n",
+        "0".repeat(64)
+    ));
+    let err = wb.fails(&["build", bad.path().to_str().unwrap()]);
+    assert!(err.contains("not the --checksum"), "{err}");
+    let missing = common::context(&format!("FROM busybox\nADD {base}/nope /t\n"));
+    let err = wb.fails(&["build", missing.path().to_str().unwrap()]);
+    assert!(err.contains("/nope: the server answered 404"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+}

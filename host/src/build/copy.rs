@@ -24,9 +24,9 @@ pub struct CopyRequest<'a> {
     pub from_context: bool,
     /// Paths/globs.
     pub sources: &'a [String],
-    /// Heredoc files (name, content): written as name under a dir dest, or as dest itself when
-    /// dest is not a dir.
-    pub inline: &'a [(String, String)],
+    /// Files not read from `from` (heredocs, downloads): written as their name under a dir
+    /// dest, or as dest itself when dest is not a dir.
+    pub inline: &'a [LiteralFile<'a>],
     pub excludes: &'a [String],
     /// As written; relative dests are joined with `workdir`.
     pub dest: &'a str,
@@ -39,6 +39,26 @@ pub struct CopyRequest<'a> {
     pub parents: bool,
     /// ADD: unpack local tar archives (any compression `decompress` sniffs) into dest.
     pub unpack: bool,
+}
+
+/// A file a COPY/ADD writes that is not read from its source root: a heredoc's text or a file
+/// `ADD <url>` downloaded.
+#[derive(Debug, Clone, Copy)]
+pub struct LiteralFile<'a> {
+    pub name: &'a str,
+    pub content: LiteralContent<'a>,
+    /// Its mode before `--chmod` (heredocs 0644, downloads 0600 as in BuildKit).
+    pub mode: u32,
+    /// Its mtime (a download's `Last-Modified`); None: the time of the build.
+    pub mtime: Option<i64>,
+    /// `ADD --unpack=true <url>`: an archive is unpacked into the destination instead.
+    pub unpack: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum LiteralContent<'a> {
+    Text(&'a str),
+    File(&'a Path),
 }
 
 /// What a staged COPY wrote.
@@ -113,7 +133,16 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
         st.copy_match(req, m, &full, dest_dir, &file_target)
             .with_context(|| format!("copying {} to {}", m.source, req.dest))?;
     }
-    for (name, content) in req.inline {
+    for lf in req.inline {
+        let name = lf.name;
+        if lf.unpack
+            && let LiteralContent::File(p) = lf.content
+            && is_tar(p)?
+        {
+            st.unpack(p, &full)
+                .with_context(|| format!("unpacking {name} into {}", req.dest))?;
+            continue;
+        }
         let target = if dest_dir {
             let mut t = full.clone();
             t.extend(split(&wbuild_parser::paths::clean_path(&format!(
@@ -123,8 +152,8 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
         } else {
             file_target()?
         };
-        st.write_inline(&target, content.as_bytes())
-            .with_context(|| format!("writing inline file {name} to {}", req.dest))?;
+        st.write_inline(&target, lf)
+            .with_context(|| format!("writing {name} to {}", req.dest))?;
     }
     for (path, secs, nsecs) in st.dir_times.iter().rev() {
         set_times(path, *secs, *nsecs)?;
@@ -355,7 +384,7 @@ impl Stager<'_> {
         Ok(())
     }
 
-    fn write_inline(&mut self, target: &[String], content: &[u8]) -> Result<()> {
+    fn write_inline(&mut self, target: &[String], file: &LiteralFile) -> Result<()> {
         let Some((_, parent)) = target.split_last() else {
             bail!("an inline file cannot be the root directory");
         };
@@ -369,11 +398,20 @@ impl Stager<'_> {
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
             .open(&path)?;
-        io::Write::write_all(&mut &out, content)?;
+        let written = match file.content {
+            LiteralContent::Text(t) => {
+                io::Write::write_all(&mut &out, t.as_bytes())?;
+                t.len() as u64
+            }
+            LiteralContent::File(p) => io::copy(&mut fs::File::open(p)?, &mut &out)?,
+        };
         std::os::unix::fs::fchown(&out, Some(uid), Some(gid))?;
-        out.set_permissions(fs::Permissions::from_mode(self.mode_of(0o644, false)))?;
+        out.set_permissions(fs::Permissions::from_mode(self.mode_of(file.mode, false)))?;
+        if let Some(secs) = file.mtime {
+            set_times(&path, secs, 0)?;
+        }
         self.stats.files += 1;
-        self.stats.bytes += content.len() as u64;
+        self.stats.bytes += written;
         Ok(())
     }
 
@@ -1038,7 +1076,13 @@ mod tests {
     #[test]
     fn inline_files() {
         let fx = fx();
-        let inline = vec![("hello.sh".to_string(), "echo hi\n".to_string())];
+        let inline = vec![LiteralFile {
+            name: "hello.sh",
+            content: LiteralContent::Text("echo hi\n"),
+            mode: 0o644,
+            mtime: None,
+            unpack: false,
+        }];
         let st = copy(&fx, &[], "/bin/", |r| r.inline = &inline).unwrap();
         assert_eq!(st, CopyStats { files: 1, bytes: 8 });
         assert_eq!(read(&fx, "bin/hello.sh"), "echo hi\n");

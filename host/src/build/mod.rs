@@ -8,6 +8,7 @@
 //! only when a step has to look at or run in them.
 
 mod copy;
+mod remote;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -141,6 +142,8 @@ pub struct Builder<'a> {
     progress: Arc<Progress>,
     /// The overlay snapshotter, set up on first use (see [`Builder::stacks`]).
     stacks: OnceLock<Option<Stacks>>,
+    /// Files `ADD <url>` fetched in this build, by URL.
+    downloads: Mutex<HashMap<String, Arc<remote::Download>>>,
     /// Where base images come from: the store, then the registry.
     images: Arc<Images>,
     registry: Option<Arc<Registry>>,
@@ -164,6 +167,7 @@ impl<'a> Builder<'a> {
             counts: Mutex::new((0, 0)),
             progress,
             stacks: OnceLock::new(),
+            downloads: Mutex::new(HashMap::new()),
             images: Arc::new(Images::offline(store.clone())),
             registry: None,
         })
@@ -690,6 +694,12 @@ impl<'a> Builder<'a> {
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StepInputs> {
         let mut inputs = StepInputs::default();
+        for s in &copy.sources {
+            if let CopySource::Url(url) = s {
+                let d = self.download(url, copy)?;
+                inputs.remote.push(format!("{url} {} {}", d.name, d.digest));
+            }
+        }
         if matches!(copy.from, Source::Context) {
             let paths = path_sources(copy)?;
             if !paths.is_empty() {
@@ -701,6 +711,29 @@ impl<'a> Builder<'a> {
             self.add_source_input(&copy.from, deps, &mut inputs)?;
         }
         Ok(inputs)
+    }
+
+    /// The file `ADD <url>` names, fetched once per build (its digest keys the step).
+    fn download(&self, url: &str, copy: &CopyOp) -> anyhow::Result<Arc<remote::Download>> {
+        if let Some(d) = self.downloads.lock().unwrap().get(url) {
+            return Ok(d.clone());
+        }
+        let checksum = copy.add.as_ref().and_then(|a| a.checksum.as_deref());
+        let id = self.progress.step_started(&format!("fetching {url}"));
+        let d = match remote::download(url, checksum, &self.store.tmp_dir()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.progress.step_failed(id, &format!("{e:#}"));
+                return Err(e);
+            }
+        };
+        self.progress.step_done(id);
+        let d = Arc::new(d);
+        self.downloads
+            .lock()
+            .unwrap()
+            .insert(url.to_string(), d.clone());
+        Ok(d)
     }
 
     /// Record a stage's key or an image's manifest digest as an input of a step.
@@ -740,11 +773,32 @@ impl<'a> Builder<'a> {
         let parent = self.rootfs(state)?;
         let source_ctx = self.source_root(&copy.from, deps)?;
         let from = source_ctx.as_ref().unwrap_or(&self.context);
-        let inline: Vec<(String, String)> = copy
+        let unpack_urls = copy.add.as_ref().and_then(|a| a.unpack) == Some(true);
+        let mut downloads = Vec::new();
+        for s in &copy.sources {
+            if let CopySource::Url(url) = s {
+                downloads.push(self.download(url, copy)?);
+            }
+        }
+        let mut downloads = downloads.iter();
+        let inline: Vec<copy::LiteralFile> = copy
             .sources
             .iter()
             .filter_map(|s| match s {
-                CopySource::Inline(f) => Some((f.name.clone(), f.content.clone())),
+                CopySource::Inline(f) => Some(copy::LiteralFile {
+                    name: &f.name,
+                    content: copy::LiteralContent::Text(&f.content),
+                    mode: 0o644,
+                    mtime: None,
+                    unpack: false,
+                }),
+                CopySource::Url(_) => downloads.next().map(|d| copy::LiteralFile {
+                    name: &d.name,
+                    content: copy::LiteralContent::File(d.path()),
+                    mode: 0o600,
+                    mtime: d.mtime,
+                    unpack: unpack_urls,
+                }),
                 _ => None,
             })
             .collect();
@@ -1145,9 +1199,10 @@ fn path_sources(copy: &CopyOp) -> anyhow::Result<Vec<String>> {
         match s {
             CopySource::Path(p) => out.push(p.clone()),
             CopySource::Inline(_) => {}
-            CopySource::Url(u) | CopySource::Git(u) => bail!(
-                "ADD {u}: remote sources are not supported by `wbuild build` yet; download the \
-                 file into the build context and COPY it"
+            CopySource::Url(_) => {}
+            CopySource::Git(u) => bail!(
+                "ADD {u}: git sources are not supported by `wbuild build` yet; clone the \
+                 repository into the build context and COPY it"
             ),
         }
     }

@@ -21,6 +21,9 @@ pub struct StepInputs {
     pub stages: Vec<String>,
     /// Manifest digests of images the step reads from.
     pub images: Vec<String>,
+    /// Remote files (`ADD <url>`): URL, file name and content digest.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<String>,
 }
 
 fn digest_of(parts: &[&[u8]]) -> Digest {
