@@ -85,6 +85,12 @@ struct CacheRecord {
     layer: Option<LayerRef>,
 }
 
+/// The layer digest a cache index record points at (None for a step that made no layer), or
+/// why the record is unreadable. Used by `wbuild check`.
+pub(crate) fn cache_record_layer(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
+    serde_json::from_slice::<CacheRecord>(bytes).map(|r| r.layer.map(|l| l.digest))
+}
+
 /// A stage's state between ops, and its result.
 #[derive(Clone)]
 struct StageState {
@@ -136,6 +142,18 @@ impl<'a> Builder<'a> {
 
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
+        match crate::check::sweep_if_idle(self.store) {
+            Ok((_, errors)) => {
+                for e in errors {
+                    self.say(&format!(
+                        "warning: could not remove a leftover of a dead build: {e}"
+                    ));
+                }
+            }
+            Err(e) => self.say(&format!(
+                "warning: could not look for leftovers of dead builds: {e:#}"
+            )),
+        }
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
         let results = solve::run_stages(graph, self.opts.jobs, |index, deps| {
             self.build_stage(graph, index, deps)
@@ -481,7 +499,7 @@ impl<'a> Builder<'a> {
         std::fs::create_dir_all(&upper)?;
         std::fs::create_dir_all(&ovl_work)?;
         let spec = RunSpec {
-            state_dir: self.store.root().join("exec"),
+            state_dir: crate::check::exec_state_dir(self.store),
             rootfs_lowers: vec![rootfs],
             upper: upper.clone(),
             work: ovl_work,
@@ -840,7 +858,7 @@ impl Builder<'_> {
         keep: &mut MountResources,
     ) -> anyhow::Result<ExtraMount> {
         let hex = Digest::of_bytes(c.id.as_bytes()).hex();
-        let parent = self.store.root().join("cache-mounts");
+        let parent = crate::check::cache_mounts_dir(self.store);
         std::fs::create_dir_all(&parent)?;
         let lock = format!("cache-mount-{hex}");
         let mut dir = parent.join(&hex);

@@ -59,6 +59,14 @@ pub enum Command {
     Prune,
     /// Show how much disk the store uses
     Du,
+    /// Verify the store: every blob's digest, every name's manifest, config and layers, every
+    /// cache entry's layer; list leftovers of killed runs. Exits non-zero when anything is wrong
+    Check {
+        /// Remove leftovers, corrupt blobs, cache entries whose layer is gone and unreadable
+        /// name records (never a blob whose content is intact)
+        #[arg(long)]
+        repair: bool,
+    },
     /// Tools for checking frontends and parsers
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -161,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Rm { names }) => rm(&root, &names),
         Some(Command::Prune) => prune(&root),
         Some(Command::Du) => du(&root),
+        Some(Command::Check { repair }) => check(&root, repair),
         Some(Command::Debug(DebugCommand::Ast { file })) => debug_ast(&file),
     }
 }
@@ -494,6 +503,49 @@ fn prune(root: &Path) -> anyhow::Result<()> {
     let freed = catalog::prune(&store)?;
     println!("freed {} ({freed} bytes)", human_bytes(freed));
     Ok(())
+}
+
+fn check(root: &Path, repair: bool) -> anyhow::Result<()> {
+    use crate::check;
+    let store = Store::open(root)?;
+    let _gc = check::lock_store(&store)?;
+    let mut report = check::check(&store)?;
+    let print = |r: &check::Report| {
+        println!(
+            "checked {} blobs, {} names, {} cache entries, {} snapshots",
+            r.blobs, r.names, r.cache_entries, r.snapshots
+        );
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        for l in &r.leftovers {
+            println!("leftover: {l}");
+        }
+    };
+    print(&report);
+    if repair && !report.is_clean() {
+        let done = check::repair(&store, &report)?;
+        for a in &done.actions {
+            println!("repair: {a}");
+        }
+        for e in &done.errors {
+            println!("repair failed: {e}");
+        }
+        report = check::check(&store)?;
+        println!("after repair:");
+        print(&report);
+    }
+    if report.is_clean() {
+        println!("the store is sound");
+        return Ok(());
+    }
+    let (p, l) = (report.problems.len(), report.leftovers.len());
+    let hint = if repair {
+        "images with missing blobs need a rebuild or re-import (or `wbuild rm NAME`)"
+    } else {
+        "`wbuild check --repair` removes leftovers, corrupt blobs and broken cache entries"
+    };
+    bail!("the store has {p} problem(s) and {l} leftover(s); {hint}")
 }
 
 fn du(root: &Path) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@
 mod overlay;
 mod runner;
 mod spec;
+mod stale;
 mod user;
 
 #[cfg(test)]
@@ -16,8 +17,9 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use overlay::{Capabilities, detect};
+pub use overlay::{Capabilities, detect, mounts_under};
 pub use runner::run;
+pub use stale::{StaleRun, find_stale, remove_stale};
 pub use user::{ResolvedUser, resolve_user};
 
 /// Network mode of a RUN step.
