@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::Wbuild;
 
@@ -188,5 +188,84 @@ fn check_lists_leftovers_and_the_next_build_sweeps_them() {
     // The next build finds the store idle and removes them; the result is cached as before.
     let log = wb.build(&["build", c]);
     assert!(log.contains("(0 steps ran, 2 cached)"), "{log}");
+    assert_clean(&wb);
+}
+
+/// The `(N steps ran, M cached)` counts of a finished build's log.
+fn step_counts(log: &str) -> (usize, usize) {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("built "))
+        .unwrap_or_else(|| panic!("no `built` line in:\n{log}"));
+    let inner = line.split('(').nth(1).unwrap();
+    let mut nums = inner
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().unwrap());
+    (nums.next().unwrap(), nums.next().unwrap())
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn four_concurrent_builds_on_one_store_share_steps_and_stay_correct() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    // Same base and RUN prefix, different tails and context files.
+    let builds: Vec<(tempfile::TempDir, tempfile::TempDir)> = (0..4)
+        .map(|n| {
+            let ctx = common::context(&format!(
+                "FROM busybox\n\
+                 RUN echo shared > /shared && sleep 1\n\
+                 RUN echo second > /shared2\n\
+                 RUN echo tail-{n} > /tail && sleep 1\n\
+                 COPY f /f\n\
+                 RUN cat /shared /tail /f > /all\n"
+            ));
+            std::fs::write(ctx.path().join("f"), format!("file {n}\n")).unwrap();
+            (ctx, tempfile::tempdir().unwrap())
+        })
+        .collect();
+    let children: Vec<_> = builds
+        .iter()
+        .enumerate()
+        .map(|(n, (ctx, out))| {
+            let tag = format!("conc:{n}");
+            let dest = format!("type=local,dest={}", out.path().join("fs").display());
+            wb.cmd()
+                .args(["build", "-t", &tag, "-o", &dest])
+                .arg(ctx.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ran = 0;
+    for (n, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "build {n} failed:\n{log}");
+        ran += step_counts(&log).0;
+        let fs = builds[n].1.path().join("fs");
+        assert_eq!(read(&fs.join("shared")), "shared\n");
+        assert_eq!(read(&fs.join("shared2")), "second\n");
+        assert_eq!(read(&fs.join("tail")), format!("tail-{n}\n"));
+        assert_eq!(read(&fs.join("f")), format!("file {n}\n"));
+        assert_eq!(
+            read(&fs.join("all")),
+            format!("shared\ntail-{n}\nfile {n}\n")
+        );
+    }
+    // The two shared steps ran once in all (the others waited for them and took the result);
+    // each build ran its own three.
+    assert_eq!(ran, 2 + 4 * 3, "steps ran in all four builds");
+    let images = wb.ok(&["images"]);
+    for n in 0..4 {
+        assert!(images.contains(&format!("conc:{n}")), "{images}");
+    }
     assert_clean(&wb);
 }

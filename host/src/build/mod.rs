@@ -305,10 +305,9 @@ impl<'a> Builder<'a> {
         work: impl FnOnce(&Self, &mut StageState) -> anyhow::Result<Option<LayerRef>>,
     ) -> anyhow::Result<()> {
         let key = solve::op_cache_key(&state.key, op, &inputs);
-        let hit = if self.opts.no_cache {
-            None
-        } else {
-            self.store
+        let lookup = || -> anyhow::Result<Option<CacheRecord>> {
+            Ok(self
+                .store
                 .get_cache(&key)?
                 .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok())
                 .filter(|r| {
@@ -317,7 +316,22 @@ impl<'a> Builder<'a> {
                             .parse()
                             .is_ok_and(|d: Digest| self.store.has_blob(&d))
                     })
-                })
+                }))
+        };
+        let mut _step_lock = None;
+        let hit = if self.opts.no_cache {
+            None
+        } else {
+            match lookup()? {
+                Some(rec) => Some(rec),
+                None => {
+                    // Another build (or stage) may be running this very step: wait for it and
+                    // take its result instead of running it twice. The lock covers this one
+                    // key only, so unrelated steps of other builds run meanwhile.
+                    _step_lock = Some(self.store.lock(&step_lock_name(&key))?);
+                    lookup()?
+                }
+            }
         };
         let layer = match hit {
             Some(rec) => {
@@ -932,6 +946,14 @@ struct MountResources {
     dirs: Vec<tempfile::TempDir>,
     locks: Vec<crate::store::LockGuard>,
 }
+
+/// The lock a build holds while it runs the step with cache key `key`.
+pub(crate) fn step_lock_name(key: &Digest) -> String {
+    format!("{STEP_LOCK_PREFIX}{}", key.hex())
+}
+
+/// Prefix of the per-step lock names (their files are removed by `wbuild prune`).
+pub(crate) const STEP_LOCK_PREFIX: &str = "step-";
 
 /// `name` or the stage index, for progress lines.
 fn stage_label(stage: &Stage, index: u32) -> String {
