@@ -269,3 +269,168 @@ fn four_concurrent_builds_on_one_store_share_steps_and_stay_correct() {
     }
     assert_clean(&wb);
 }
+
+/// A small xorshift generator: the crash test's kill times, reproducible from a printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Lines of a killed build's log that say a step finished (`DONE`).
+fn steps_done(log: &str) -> usize {
+    log.lines().filter(|l| l.starts_with("  DONE ")).count()
+}
+
+/// kill -9 `wbuild build` at random moments (in RUN, layer diff and compression, snapshot
+/// unpacking, export, cache writes); after each kill the next build succeeds, takes every step
+/// the killed one finished from the cache, produces the right files, and `wbuild check` finds
+/// nothing wrong. `WBUILD_CRASH_KILLS` (default 12) and `WBUILD_CRASH_SEED` choose the run.
+#[test]
+fn builds_killed_at_random_points_leave_a_sound_store_and_their_finished_steps() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let kills = env_number("WBUILD_CRASH_KILLS", 12);
+    let seed = env_number(
+        "WBUILD_CRASH_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    ) | 1;
+    eprintln!("crash test: {kills} kills, WBUILD_CRASH_SEED={seed}");
+    let ctx = common::context(
+        "FROM busybox\n\
+         ARG ROUND\n\
+         RUN echo \"$ROUND\" > /round\n\
+         RUN head -c 1000000 /dev/urandom > /big && sleep 0.2\n\
+         COPY ctx.txt /ctx.txt\n\
+         RUN for i in 1 2 3 4 5 6 7 8; do mkdir -p /d/$i && echo $i > /d/$i/f; done\n\
+         WORKDIR /w\n\
+         RUN cat /round /ctx.txt > /w/both\n",
+    );
+    std::fs::write(ctx.path().join("ctx.txt"), "context\n").unwrap();
+    let fs_steps = 6; // 5 RUN/COPY + the WORKDIR that creates /w
+    let out = tempfile::tempdir().unwrap();
+    let build = |round: &str, n: usize| {
+        let arg = format!("ROUND={round}");
+        let local = format!(
+            "type=local,dest={}",
+            out.path().join(format!("fs-{n}")).display()
+        );
+        let oci = format!(
+            "type=oci,dest={}",
+            out.path().join(format!("img-{n}.tar")).display()
+        );
+        let mut c = wb.cmd();
+        c.args([
+            "build",
+            "--build-arg",
+            &arg,
+            "-t",
+            "crash",
+            "-o",
+            &local,
+            "-o",
+            &oci,
+        ])
+        .arg(ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+        c
+    };
+    // One uninterrupted build to learn how long a build takes here.
+    let started = std::time::Instant::now();
+    let first = build("warm", 0).output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let full = started.elapsed().as_millis() as u64;
+
+    let mut rng = Rng(seed);
+    let mut survived = 0;
+    let mut hit_midway = 0;
+    for k in 1..=kills as usize {
+        let ctx_msg = format!("kill {k} (WBUILD_CRASH_SEED={seed})");
+        let round = format!("r{k}");
+        let delay = rng.below(full + full / 5);
+        let mut child = build(&round, 2 * k).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        let _ = child.kill(); // SIGKILL
+        let killed = child.wait_with_output().unwrap();
+        let killed_log = String::from_utf8_lossy(&killed.stderr).into_owned();
+        let done = steps_done(&killed_log);
+        if !killed.status.success() && done < fs_steps {
+            hit_midway += 1;
+        }
+
+        let again = build(&round, 2 * k + 1).output().unwrap();
+        let log = String::from_utf8_lossy(&again.stderr).into_owned();
+        assert!(
+            again.status.success(),
+            "{ctx_msg}: the build after the kill at {delay} ms failed:\n{log}\nkilled build:\n{killed_log}"
+        );
+        let (ran, cached) = step_counts(&log);
+        assert_eq!(ran + cached, fs_steps, "{ctx_msg}:\n{log}");
+        // Every step the killed build reported done is reused; one more may have been recorded
+        // just before the kill, before its DONE line was printed.
+        assert!(
+            cached >= done && cached <= done + 1,
+            "{ctx_msg}: killed build finished {done} steps, the next one reused {cached}:\n\
+             {log}\nkilled build:\n{killed_log}"
+        );
+        let fs = out.path().join(format!("fs-{}", 2 * k + 1));
+        assert_eq!(
+            read(&fs.join("w/both")),
+            format!("{round}\ncontext\n"),
+            "{ctx_msg}"
+        );
+        assert_eq!(std::fs::metadata(fs.join("big")).unwrap().len(), 1_000_000);
+        let (ok, text) = check(&wb, false);
+        assert!(
+            ok,
+            "{ctx_msg}: wbuild check after the kill at {delay} ms:\n{text}"
+        );
+        survived += 1;
+        // The build outputs of this round are not needed any more.
+        let _ = std::fs::remove_dir_all(out.path().join(format!("fs-{}", 2 * k)));
+        let _ = std::fs::remove_dir_all(&fs);
+    }
+    eprintln!(
+        "crash test: survived {survived} kills ({hit_midway} in the middle of a build), \
+         seed {seed}, build time {full} ms"
+    );
+    if kills >= 4 {
+        assert!(
+            hit_midway > 0,
+            "no kill landed inside a build (seed {seed})"
+        );
+    }
+    // A last unchanged build reuses everything.
+    let last = build(&format!("r{kills}"), 9999).output().unwrap();
+    let log = String::from_utf8_lossy(&last.stderr).into_owned();
+    assert!(last.status.success(), "{log}");
+    assert_eq!(step_counts(&log), (0, fs_steps), "{log}");
+    assert_clean(&wb);
+}
