@@ -434,3 +434,279 @@ fn builds_killed_at_random_points_leave_a_sound_store_and_their_finished_steps()
     assert_eq!(step_counts(&log), (0, fs_steps), "{log}");
     assert_clean(&wb);
 }
+
+/// Every file under `dir` with its content (symlinks as their target), for before/after checks.
+fn tree_listing(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                todo.push(p.clone());
+                "dir".into()
+            } else {
+                format!("{:?}", std::fs::read(&p).unwrap())
+            };
+            out.push((p, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A host directory with a secret-looking marker file; the sandbox must never show or change it.
+struct HostMarker {
+    dir: tempfile::TempDir,
+    secret: String,
+}
+
+impl HostMarker {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = format!("HOST-SECRET-{}", std::process::id());
+        std::fs::write(dir.path().join("marker"), &secret).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/other"), "other host file\n").unwrap();
+        HostMarker { dir, secret }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn marker(&self) -> PathBuf {
+        self.dir.path().join("marker")
+    }
+}
+
+/// Every regular file under `dir` whose content contains `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    tree_listing(dir)
+        .into_iter()
+        .filter(|(_, what)| what != "dir" && !what.starts_with("-> "))
+        .filter(|(p, _)| {
+            std::fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).contains(needle))
+                .unwrap_or(false)
+        })
+        .map(|(p, _)| p)
+        .collect()
+}
+
+#[test]
+fn copy_sources_that_are_symlinks_out_of_the_context_stay_inside_it() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let host = HostMarker::new();
+    let before = tree_listing(host.path());
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let depth = "../".repeat(c.components().count() + 2);
+    std::os::unix::fs::symlink(host.marker(), c.join("abs")).unwrap();
+    std::os::unix::fs::symlink(
+        format!(
+            "{depth}{}",
+            host.marker().strip_prefix("/").unwrap().display()
+        ),
+        c.join("rel"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(host.path(), c.join("dir")).unwrap();
+    // Inside the context, the same absolute path exists with harmless content.
+    let inside = c.join(host.marker().strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::write(&inside, "context copy\n").unwrap();
+
+    for (n, src) in ["abs", "rel", "dir", "dir/marker", "dir/sub"]
+        .iter()
+        .enumerate()
+    {
+        common::write_dockerfile(c, &format!("FROM busybox\nCOPY {src} /got\n"));
+        let out = tempfile::tempdir().unwrap();
+        let dest = format!("type=local,dest={}", out.path().display());
+        let res = wb.run(&["build", "-o", &dest, c.to_str().unwrap()]);
+        let log = String::from_utf8_lossy(&res.stderr);
+        // Either the link resolves inside the context, or the build names the problem.
+        if res.status.success() {
+            let leaked = files_containing(out.path(), &host.secret);
+            assert!(
+                leaked.is_empty(),
+                "case {n} ({src}): host file copied: {leaked:?}"
+            );
+            assert!(
+                files_containing(out.path(), "other host file").is_empty(),
+                "case {n} ({src}): host directory copied"
+            );
+        } else {
+            assert!(
+                log.contains(src.split('/').next().unwrap()) && log.contains("Dockerfile:2"),
+                "case {n} ({src}): unclear error:\n{log}"
+            );
+        }
+        if *src == "abs" || *src == "rel" {
+            assert!(res.status.success(), "case {n} ({src}):\n{log}");
+            assert_eq!(
+                read(&out.path().join("got")),
+                "context copy\n",
+                "case {n} ({src})"
+            );
+        }
+    }
+    assert_eq!(tree_listing(host.path()), before);
+}
+
+#[test]
+fn copy_destinations_through_symlinks_in_the_image_stay_in_the_image() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let host = HostMarker::new();
+    let before = tree_listing(host.path());
+    let tag = format!("wbuild-escape-{}", std::process::id());
+    let hp = host.path().display().to_string();
+    let ctx = common::context(&format!(
+        "FROM busybox\n\
+         RUN mkdir -p /a/b && ln -s / /a/b/root && ln -s ../../../../../../.. /a/b/up \
+             && ln -s {hp} /a/b/hostdir && ln -s {hp}/marker /a/b/hostfile\n\
+         COPY f /a/b/root/{tag}-root\n\
+         COPY f /a/b/up/tmp/{tag}-up\n\
+         COPY f /a/b/hostdir/{tag}-hostdir\n\
+         COPY f /a/b/hostfile\n\
+         RUN ln -s /proc/self/root/etc /a/b/procroot\n\
+         COPY f /a/b/procroot/{tag}-proc\n"
+    ));
+    std::fs::write(ctx.path().join("f"), "image file\n").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let res = wb.run(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&res.stderr).into_owned();
+    // Nothing reached the host, whatever the build did.
+    for p in [
+        PathBuf::from(format!("/{tag}-root")),
+        PathBuf::from(format!("/tmp/{tag}-up")),
+        host.path().join(format!("{tag}-hostdir")),
+        PathBuf::from(format!("/etc/{tag}-proc")),
+    ] {
+        assert!(
+            !p.exists(),
+            "{} was written on the host:\n{log}",
+            p.display()
+        );
+    }
+    assert_eq!(tree_listing(host.path()), before, "{log}");
+    assert!(res.status.success(), "{log}");
+    // In the image, the links resolve against the image's root.
+    let fs = out.path();
+    assert_eq!(read(&fs.join(format!("{tag}-root"))), "image file\n");
+    assert_eq!(read(&fs.join(format!("tmp/{tag}-up"))), "image file\n");
+    assert_eq!(
+        read(
+            &fs.join(host.path().strip_prefix("/").unwrap())
+                .join(format!("{tag}-hostdir"))
+        ),
+        "image file\n"
+    );
+    // A file over a symlink replaces the link, as Docker does.
+    let over = fs.join("a/b/hostfile");
+    assert!(std::fs::symlink_metadata(&over).unwrap().is_file());
+    assert_eq!(read(&over), "image file\n");
+}
+
+#[test]
+fn workdir_in_proc_self_fd_is_refused() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let host = HostMarker::new();
+    for (n, df) in [
+        "FROM busybox\nWORKDIR /proc/self/fd/7\nRUN cat ../../../../etc/hostname; ls -a\n",
+        "FROM busybox\nRUN ln -s /proc/self/fd/7 /wd\nWORKDIR /wd\nRUN ls -a ../../..\n",
+        "FROM busybox\nRUN mkdir /x && ln -s ../proc /x/p\nWORKDIR /x/p/1/cwd\nRUN ls\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ctx = common::context(df);
+        let res = wb.run(&["build", ctx.path().to_str().unwrap()]);
+        let log = String::from_utf8_lossy(&res.stderr).into_owned();
+        assert!(!res.status.success(), "case {n}: the build ran:\n{log}");
+        assert!(log.contains("/proc"), "case {n}: unclear error:\n{log}");
+        assert!(!log.contains(&host.secret), "{log}");
+    }
+}
+
+#[test]
+fn run_sees_no_host_files_processes_network_or_descriptors() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let host = HostMarker::new();
+    let before = tree_listing(host.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let marker = host.marker().display().to_string();
+    let ctx = common::context(&format!(
+        "FROM busybox\n\
+         RUN cat {marker} > /read 2>&1; echo rc=$? >> /read; \
+             find / -xdev -name marker > /found 2>/dev/null; true\n\
+         RUN for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done > /procs\n\
+         RUN (nc -w 2 127.0.0.1 {port} </dev/null; echo rc=$?) > /net 2>&1; \
+             cat /proc/net/dev > /ifaces\n\
+         RUN ls /proc/self/fd > /fds\n\
+         RUN mkdir -p {hp}/new && echo x > {marker}\n",
+        hp = host.path().display()
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    let log = wb.build(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
+    let fs = out.path();
+    let read_out = read(&fs.join("read"));
+    assert!(!read_out.contains(&host.secret), "{read_out}");
+    assert!(read_out.contains("rc=1"), "{read_out}");
+    assert_eq!(read(&fs.join("found")), "", "host files visible");
+    assert!(files_containing(fs, &host.secret).is_empty());
+    // Only the container's own processes: the shell loop and its children.
+    let procs = read(&fs.join("procs"));
+    assert!(
+        !procs.contains("wbuild"),
+        "host processes visible:\n{procs}"
+    );
+    assert!(
+        !procs.contains("hardening"),
+        "host processes visible:\n{procs}"
+    );
+    assert!(
+        procs.lines().filter(|l| !l.trim().is_empty()).count() <= 3,
+        "{procs}"
+    );
+    // No network: the host's listener is unreachable and only `lo` exists.
+    let net = read(&fs.join("net"));
+    assert!(!net.contains("rc=0"), "connected to the host: {net}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the host listener got a connection"
+    );
+    let ifaces = read(&fs.join("ifaces"));
+    let names: Vec<&str> = ifaces
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(names, ["lo"], "{ifaces}");
+    // Descriptors: stdin, stdout, stderr and the one `ls` opened for the listing.
+    let fds: Vec<String> = read(&fs.join("fds")).lines().map(String::from).collect();
+    assert!(fds.len() <= 4 && fds[..3] == ["0", "1", "2"], "{fds:?}");
+    // Writes to the same path land in the image, never on the host.
+    assert_eq!(
+        read(&fs.join(host.marker().strip_prefix("/").unwrap())),
+        "x\n"
+    );
+    assert_eq!(tree_listing(host.path()), before, "{log}");
+}

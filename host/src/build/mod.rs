@@ -646,8 +646,10 @@ impl<'a> Builder<'a> {
     /// WORKDIR creates its directory when the filesystem lacks it, as Docker does.
     fn mkdir_step(&self, state: &mut StageState, dir: &str) -> anyhow::Result<Option<LayerRef>> {
         let parent = self.rootfs(state)?;
-        let rel = dir.trim_start_matches('/');
-        if rel.is_empty() || parent.join(rel).is_dir() {
+        // Follow the image's symlinks inside the image, never the host's.
+        let resolved = exec::resolve_container_path(&parent, dir)?;
+        let rel = resolved.trim_start_matches('/');
+        if rel.is_empty() || std::fs::symlink_metadata(parent.join(rel)).is_ok_and(|m| m.is_dir()) {
             return Ok(None);
         }
         let staging = tempfile::Builder::new()

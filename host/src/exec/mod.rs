@@ -5,6 +5,7 @@
 //! the host ([`detect`]), [`user`] resolves `USER` strings against the rootfs, [`runner`] drives
 //! runc and cleans up on every path.
 
+mod cwd;
 mod overlay;
 mod runner;
 mod spec;
@@ -17,6 +18,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) use cwd::resolve_container_path;
 pub use overlay::{Capabilities, detect, mounts_under};
 pub use runner::run;
 pub use stale::{StaleRun, find_stale, remove_stale};
