@@ -710,3 +710,102 @@ fn run_sees_no_host_files_processes_network_or_descriptors() {
     );
     assert_eq!(tree_listing(host.path()), before, "{log}");
 }
+
+/// The hostile frontend of `tests/fixtures/hostile-frontend`, built once per test run.
+fn hostile_frontend() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let repo = common::repo();
+            let target_dir = repo.join("target/hostile-frontend");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let out = std::process::Command::new(cargo)
+                .current_dir(repo.join("tests/fixtures/hostile-frontend"))
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .arg("--target-dir")
+                .arg(&target_dir)
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "building the hostile frontend failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target_dir.join("wasm32-wasip2/release/hostile_frontend.wasm")
+        })
+        .clone()
+}
+
+#[test]
+fn hostile_frontends_fail_fast_with_a_clear_error() {
+    let wasm = hostile_frontend();
+    let wasm = wasm.to_str().unwrap();
+    let wb = Wbuild::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(c.join("ok"), "inside\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", c.join("link")).unwrap();
+    std::os::unix::fs::symlink("../..", c.join("up")).unwrap();
+    let cases: &[(&str, &[&str])] = &[
+        ("loop", &["time limit of 10s"]),
+        ("alloc", &["memory limit of 512 MiB"]),
+        (
+            "cycle",
+            &["stage 0", "refers to stage 1", "not an earlier stage"],
+        ),
+        (
+            "forward",
+            &["stage 0", "refers to stage 1", "not an earlier stage"],
+        ),
+        ("dangling", &["refers to stage 7", "not an earlier stage"]),
+        ("target", &["target stage 3 does not exist"]),
+        ("stages", &["too much data is being copied"]),
+        ("string", &["has a name of 67108864 bytes; at most 1024"]),
+        ("strings", &["too much data is being copied"]),
+        ("panic", &["the hostile frontend panics on purpose"]),
+        (
+            "read ../../etc/passwd",
+            &["only paths inside the build context"],
+        ),
+        (
+            "read /etc/passwd",
+            &["read-context-file refused: /etc/passwd"],
+        ),
+        ("read link", &["link: leads outside the build context"]),
+        ("read up/etc/passwd", &["leads outside the build context"]),
+    ];
+    for (text, expected) in cases {
+        common::write_dockerfile(c, text);
+        for cmd in ["plan", "build"] {
+            let started = std::time::Instant::now();
+            let out = wb.run(&[cmd, "--frontend", wasm, c.to_str().unwrap()]);
+            let elapsed = started.elapsed();
+            let err = String::from_utf8_lossy(&out.stderr);
+            // A clean failure: an exit code (not a signal), a message, no host file content.
+            assert_eq!(out.status.code(), Some(1), "{cmd} {text}:\n{err}");
+            for e in *expected {
+                assert!(err.contains(e), "{cmd} {text}: expected {e:?} in:\n{err}");
+            }
+            assert!(!err.contains("root:x:0:0"), "{cmd} {text}: host file read");
+            assert!(out.stdout.is_empty(), "{cmd} {text}: printed a plan");
+            // Bounded by the limits, not by how hostile the frontend is.
+            assert!(elapsed.as_secs() < 60, "{cmd} {text} took {elapsed:?}");
+        }
+    }
+    // The allowed read works, and the host is still fine for an ordinary build file.
+    common::write_dockerfile(c, "read ok");
+    let plan = wb.ok(&["plan", "--frontend", wasm, c.to_str().unwrap()]);
+    assert!(plan.contains("READ:inside"), "{plan}");
+    common::write_dockerfile(c, "FROM scratch\nCOPY ok /ok\n");
+    let log = wb.build(&["build", c.to_str().unwrap()]);
+    assert!(log.contains("(1 steps ran"), "{log}");
+}
