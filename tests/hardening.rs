@@ -809,3 +809,38 @@ fn hostile_frontends_fail_fast_with_a_clear_error() {
     let log = wb.build(&["build", c.to_str().unwrap()]);
     assert!(log.contains("(1 steps ran"), "{log}");
 }
+
+#[test]
+fn run_limits_stop_fork_bombs_and_memory_hogs() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let forks = common::context(
+        "FROM busybox\nRUN for i in $(seq 1 40); do sleep 2 & done; wait; echo all-started\n",
+    );
+    let f = forks.path().to_str().unwrap();
+    let err = wb.fails(&["build", "--pids-limit", "10", f]);
+    assert!(err.contains("can't fork"), "{err}");
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    // Without the limit the same step runs.
+    let log = wb.build(&["build", f]);
+    assert!(log.contains("all-started"), "{log}");
+
+    let hog = common::context(
+        "FROM busybox\nRUN x=$(head -c 64000000 /dev/zero | tr '\\0' a); echo ${#x}\n",
+    );
+    let h = hog.path().to_str().unwrap();
+    let err = wb.fails(&["build", "--memory", "16m", h]);
+    assert!(
+        err.contains("code 137") && err.contains("--memory 16777216"),
+        "{err}"
+    );
+    let log = wb.build(&["build", "--memory", "1g", h]);
+    assert!(log.contains("64000000"), "{log}");
+
+    let err = wb.fails(&["build", "--memory", "1m", h]);
+    assert!(err.contains("the minimum is 6 MiB"), "{err}");
+    let err = wb.fails(&["build", "--pids-limit", "0", h]);
+    assert!(err.contains("--pids-limit"), "{err}");
+    assert_clean(&wb);
+}

@@ -59,6 +59,8 @@ pub struct BuildOptions {
     pub file_name: String,
     /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
     pub secrets: Vec<(String, SecretSource)>,
+    /// `--memory`, `--pids-limit`: cgroup limits of every RUN.
+    pub limits: exec::ResourceLimits,
 }
 
 /// Where the value of a `--secret` comes from. Read only when a step mounts it.
@@ -531,6 +533,7 @@ impl<'a> Builder<'a> {
                 Network::Host => exec::Network::Host,
             },
             mounts,
+            limits: self.opts.limits,
         };
         let mut tail: Vec<u8> = Vec::new();
         let outcome = exec::run(&spec, &mut |chunk: &[u8]| {
@@ -546,7 +549,14 @@ impl<'a> Builder<'a> {
             }
         })?;
         if !outcome.success() {
-            bail!("the command exited with code {}", outcome.exit_code);
+            let why = match (outcome.exit_code, self.opts.limits.memory) {
+                (137, Some(m)) => format!(
+                    " (killed by SIGKILL: the cgroup's out-of-memory killer stops a step that \
+                     needs more than --memory {m} bytes)"
+                ),
+                _ => String::new(),
+            };
+            bail!("the command exited with code {}{why}", outcome.exit_code);
         }
         let layer = self.layer_from(&upper)?;
         drop(keep);

@@ -126,6 +126,14 @@ pub struct BuildOpts {
     #[arg(long = "secret", value_name = "id=ID,src=PATH|env=VAR")]
     pub secrets: Vec<String>,
 
+    /// Memory limit of each RUN step (cgroup), in bytes or with a k/m/g suffix, e.g. 512m
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<String>,
+
+    /// Most processes and threads each RUN step may have at once (cgroup pids limit)
+    #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_limit: Option<u64>,
+
     /// Write the image ID (the config digest) to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -366,7 +374,16 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
+    let limits = crate::exec::ResourceLimits {
+        memory: opts
+            .memory
+            .as_deref()
+            .map(crate::exec::parse_memory)
+            .transpose()?,
+        pids: opts.pids_limit,
+    };
     let build_opts = crate::build::BuildOptions {
+        limits,
         jobs: opts
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -385,6 +402,7 @@ fn build(root: &Path, opts: &BuildOpts) -> anyhow::Result<()> {
             .map(|s| parse_secret(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
+    build_opts.limits.check_available()?;
     let builder = crate::build::Builder::new(&store, &opts.context, build_opts)?;
     let result = builder.build(&planned.translation.graph)?;
     if let Some(f) = &opts.iidfile {

@@ -6,6 +6,7 @@
 //! runc and cleans up on every path.
 
 mod cwd;
+mod limits;
 mod overlay;
 mod runner;
 mod spec;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) use cwd::resolve_container_path;
+pub use limits::{ResourceLimits, controller_available, parse_memory};
 pub use overlay::{Capabilities, detect, mounts_under};
 pub use runner::run;
 pub use stale::{StaleRun, find_stale, remove_stale};
@@ -74,6 +76,8 @@ pub struct RunSpec {
     pub hostname: String,
     pub network: Network,
     pub mounts: Vec<ExtraMount>,
+    /// cgroup limits (`--memory`, `--pids-limit`).
+    pub limits: ResourceLimits,
 }
 
 /// Result of a finished RUN step.
