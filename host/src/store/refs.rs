@@ -11,6 +11,9 @@ use super::error::{Result, StoreError};
 use super::fsutil;
 use super::names::{encode_file_name, validate_ref_name};
 
+/// A name record as [`Store::scan_refs`] finds it: the name and digest, or why it is unreadable.
+pub type ScannedRef = Result<(String, Digest)>;
+
 #[derive(Serialize, Deserialize)]
 struct RefRecord {
     name: String,
@@ -70,7 +73,7 @@ impl Store {
 
     /// Every name record, each parsed on its own, so one damaged record does not hide the
     /// others (for `wbuild check`): (file path, name and digest or why it is unreadable).
-    pub fn scan_refs(&self) -> Result<Vec<(PathBuf, Result<(String, Digest)>)>> {
+    pub fn scan_refs(&self) -> Result<Vec<(PathBuf, ScannedRef)>> {
         let dir = self.refs_dir();
         let mut out = Vec::new();
         for (file_name, _) in fsutil::list_files(&dir)? {
