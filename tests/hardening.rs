@@ -844,3 +844,30 @@ fn run_limits_stop_fork_bombs_and_memory_hogs() {
     assert!(err.contains("--pids-limit"), "{err}");
     assert_clean(&wb);
 }
+
+#[test]
+fn step_locks_do_not_pile_up() {
+    let wb = Wbuild::new();
+    let ctx = scratch_context();
+    let c = ctx.path().to_str().unwrap();
+    let step_locks = || {
+        std::fs::read_dir(wb.root.path().join("locks"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("step-")
+            })
+            .count()
+    };
+    wb.build(&["build", c]);
+    assert_eq!(step_locks(), 2, "one lock per step that ran");
+    std::fs::write(ctx.path().join("b"), "changed\n").unwrap();
+    wb.build(&["build", c]);
+    // The idle store was swept first: only the lock of the step that ran this time is left.
+    assert_eq!(step_locks(), 1);
+    wb.ok(&["prune"]);
+    assert_eq!(step_locks(), 0);
+}

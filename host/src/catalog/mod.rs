@@ -190,17 +190,7 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
             freed += size;
         }
     }
-    // Per-step lock files: no build runs while the GC lock is held exclusively.
-    for entry in std::fs::read_dir(store.root().join("locks"))? {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_string_lossy()
-            .starts_with(crate::build::STEP_LOCK_PREFIX)
-        {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
+    crate::check::remove_step_locks(store)?;
     for entry in std::fs::read_dir(store.snapshots_dir())? {
         let path = entry?.path();
         freed += tree_size(&path);

@@ -502,5 +502,24 @@ pub fn sweep_if_idle(store: &Store) -> anyhow::Result<(usize, Vec<String>)> {
         return Ok((0, Vec::new()));
     };
     let leftovers = find_leftovers(store)?;
-    Ok(remove_leftovers(store, &leftovers))
+    let result = remove_leftovers(store, &leftovers);
+    remove_step_locks(store)?;
+    Ok(result)
+}
+
+/// Removes the lock files of build steps (one per step ever run), so they do not pile up.
+/// Only with the GC lock held exclusively: builds take step locks only while holding it shared.
+pub fn remove_step_locks(store: &Store) -> anyhow::Result<usize> {
+    let dir = store.root().join("locks");
+    let mut removed = 0;
+    for (name, is_file) in entries(&dir)? {
+        if is_file && name.starts_with(crate::build::STEP_LOCK_PREFIX) {
+            match std::fs::remove_file(dir.join(&name)) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing lock {name}")),
+            }
+        }
+    }
+    Ok(removed)
 }
