@@ -358,15 +358,10 @@ fn builds_killed_at_random_points_leave_a_sound_store_and_their_finished_steps()
         .stderr(std::process::Stdio::piped());
         c
     };
-    // One uninterrupted build to learn how long a build takes here.
-    let started = std::time::Instant::now();
-    let first = build("warm", 0).output().unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let full = started.elapsed().as_millis() as u64;
+    // An uninterrupted build first: it unpacks the base and compiles the frontend.
+    let warm = build("warm", 0).output().unwrap();
+    let warm_log = String::from_utf8_lossy(&warm.stderr);
+    assert!(warm.status.success(), "{warm_log}");
 
     let mut rng = Rng(seed);
     let mut survived = 0;
@@ -374,22 +369,45 @@ fn builds_killed_at_random_points_leave_a_sound_store_and_their_finished_steps()
     for k in 1..=kills as usize {
         let ctx_msg = format!("kill {k} (WBUILD_CRASH_SEED={seed})");
         let round = format!("r{k}");
-        let delay = rng.below(full + full / 5);
+        // Kill after a random number of progress lines (a step starting or finishing) plus a
+        // random delay: inside a RUN, a layer diff, a COPY, a cache write or the export.
+        let after_lines = rng.below(2 * fs_steps as u64 + 3) as usize;
+        let delay = rng.below(500);
         let mut child = build(&round, 2 * k).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut log = String::new();
+            for line in std::io::BufReader::new(stderr).lines() {
+                let line = line.unwrap_or_default();
+                if line.starts_with('[') || line.starts_with("  DONE") {
+                    let _ = tx.send(());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        let mut seen = 0;
+        while seen < after_lines && rx.recv().is_ok() {
+            seen += 1;
+        }
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let _ = child.kill(); // SIGKILL
-        let killed = child.wait_with_output().unwrap();
-        let killed_log = String::from_utf8_lossy(&killed.stderr).into_owned();
+        let status = child.wait().unwrap();
+        let killed_log = reader.join().unwrap();
         let done = steps_done(&killed_log);
-        if !killed.status.success() && done < fs_steps {
+        if !status.success() && done < fs_steps {
             hit_midway += 1;
         }
+        let delay = format!("{delay} ms after {seen} progress lines");
 
         let again = build(&round, 2 * k + 1).output().unwrap();
         let log = String::from_utf8_lossy(&again.stderr).into_owned();
         assert!(
             again.status.success(),
-            "{ctx_msg}: the build after the kill at {delay} ms failed:\n{log}\nkilled build:\n{killed_log}"
+            "{ctx_msg}: the build after the kill {delay} failed:\n{log}\nkilled build:\n{killed_log}"
         );
         let (ran, cached) = step_counts(&log);
         assert_eq!(ran + cached, fs_steps, "{ctx_msg}:\n{log}");
@@ -410,7 +428,7 @@ fn builds_killed_at_random_points_leave_a_sound_store_and_their_finished_steps()
         let (ok, text) = check(&wb, false);
         assert!(
             ok,
-            "{ctx_msg}: wbuild check after the kill at {delay} ms:\n{text}"
+            "{ctx_msg}: wbuild check after the kill {delay}:\n{text}"
         );
         survived += 1;
         // The build outputs of this round are not needed any more.
@@ -419,7 +437,7 @@ fn builds_killed_at_random_points_leave_a_sound_store_and_their_finished_steps()
     }
     eprintln!(
         "crash test: survived {survived} kills ({hit_midway} in the middle of a build), \
-         seed {seed}, build time {full} ms"
+         seed {seed}"
     );
     if kills >= 4 {
         assert!(
