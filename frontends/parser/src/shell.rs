@@ -28,7 +28,7 @@ use std::fmt;
 pub const MAX_NESTING: usize = 200;
 
 /// How many bytes the substitutions of one word may produce in all.
-pub const MAX_EXPANSION: usize = 16 << 20;
+pub const MAX_EXPANSION: usize = 4 << 20;
 
 /// An expansion that cannot be done, e.g. `${x:?is required}` with x unset or a bad substitution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -643,6 +643,9 @@ impl Glob {
                 break;
             };
             out.extend(&text[last_end..start]);
+            if out.len() + replacement.len() > limit {
+                return Err(too_large());
+            }
             // No replacement for an empty match right after the previous match.
             if end > last_end || start == 0 {
                 expand_template(&mut out, replacement, &text[start..end]);
@@ -1029,7 +1032,7 @@ mod tests {
             "${L//x/${L//x/${L//x/yy}}}",
         ] {
             let err = expand_word(word, '\\', &env).unwrap_err().to_string();
-            assert!(err.contains("more than 16 MiB"), "{word}: {err}");
+            assert!(err.contains("more than 4 MiB"), "{word}: {err}");
         }
         // Large but bounded results are still fine.
         let out = expand_word("${L//x/${L}}", '\\', &env).unwrap();
