@@ -330,7 +330,16 @@ impl<'a> Builder<'a> {
                     // Another build (or stage) may be running this very step: wait for it and
                     // take its result instead of running it twice. The lock covers this one
                     // key only, so unrelated steps of other builds run meanwhile.
-                    _step_lock = Some(self.store.lock(&step_lock_name(&key))?);
+                    let name = step_lock_name(&key);
+                    _step_lock = match self.store.try_lock(&name)? {
+                        Some(g) => Some(g),
+                        None => {
+                            self.say(&format!(
+                                "{step}\n  waiting for another build running the same step"
+                            ));
+                            Some(self.store.lock(&name)?)
+                        }
+                    };
                     lookup()?
                 }
             }
