@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod context;
 pub mod exec;

@@ -19,12 +19,16 @@
 //!   literally.
 //!
 //! Expansion never panics; nesting of `${...}` deeper than [`MAX_NESTING`] is reported as an error
-//! instead of exhausting the stack.
+//! instead of exhausting the stack, and so is a word whose substitutions produce more than
+//! [`MAX_EXPANSION`] bytes (nested `${v//p/r}` grow exponentially) instead of exhausting memory.
 
 use std::fmt;
 
 /// How deeply `${...}` substitutions may nest inside each other's words.
 pub const MAX_NESTING: usize = 200;
+
+/// How many bytes the substitutions of one word may produce in all.
+pub const MAX_EXPANSION: usize = 4 << 20;
 
 /// An expansion that cannot be done, e.g. `${x:?is required}` with x unset or a bad substitution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +74,7 @@ fn process(
         env,
         raw_escapes: false,
         depth: 0,
+        budget: MAX_EXPANSION,
     };
     lexer
         .process_until(None, false)
@@ -94,6 +99,8 @@ struct Lexer<'a> {
     /// Keep escape characters in the output (used for the patterns of `#`, `%` and `/`).
     raw_escapes: bool,
     depth: usize,
+    /// Bytes substitutions may still produce (see [`MAX_EXPANSION`]).
+    budget: usize,
 }
 
 /// Collects the words of `ProcessWords`: unquoted whitespace separates words, quoted text and
@@ -281,7 +288,15 @@ impl Lexer<'_> {
         self.depth += 1;
         let outcome = self.process_dollar_inner();
         self.depth -= 1;
-        outcome
+        let text = outcome?;
+        self.spend(text.len())?;
+        Ok(text)
+    }
+
+    /// Counts `bytes` of substitution output against the word's budget.
+    fn spend(&mut self, bytes: usize) -> Result<(), Fail> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(too_large)?;
+        Ok(())
     }
 
     fn lookup(&self, name: &str) -> Option<String> {
@@ -390,7 +405,7 @@ impl Lexer<'_> {
                     .map_err(|err| format!("invalid pattern ({pattern}) in substitution: {err}"))?;
                 let text: Vec<char> = value.chars().collect();
                 Ok(if replace_all {
-                    glob.replace_all(&text, &replacement)
+                    glob.replace_all(&text, &replacement, self.budget)?
                 } else {
                     match glob.find(&text, 0, false) {
                         Some((start, end)) => {
@@ -619,7 +634,7 @@ impl Glob {
 
     /// Go's `Regexp.ReplaceAllString`: every non-overlapping match replaced, with `$`-template
     /// expansion in the replacement.
-    fn replace_all(&self, text: &[char], replacement: &str) -> String {
+    fn replace_all(&self, text: &[char], replacement: &str, limit: usize) -> Result<String, Fail> {
         let mut out = String::new();
         let mut last_end = 0;
         let mut search = 0;
@@ -628,16 +643,29 @@ impl Glob {
                 break;
             };
             out.extend(&text[last_end..start]);
+            if out.len() + replacement.len() > limit {
+                return Err(too_large());
+            }
             // No replacement for an empty match right after the previous match.
             if end > last_end || start == 0 {
                 expand_template(&mut out, replacement, &text[start..end]);
+            }
+            if out.len() > limit {
+                return Err(too_large());
             }
             last_end = end;
             search = if search + 1 > end { search + 1 } else { end };
         }
         out.extend(&text[last_end..]);
-        out
+        Ok(out)
     }
+}
+
+fn too_large() -> Fail {
+    format!(
+        "the substitutions produce more than {} MiB",
+        MAX_EXPANSION >> 20
+    )
 }
 
 /// Go's `Regexp.Expand` for a pattern without groups: `$$` is `$`, `$0` / `${0}` the match, any
@@ -991,6 +1019,24 @@ mod tests {
             let env = env_of(&[("SET", "a*b?c/d}")]);
             let _ = expand_words(&word, '`', &env);
         }
+    }
+
+    #[test]
+    fn exponential_substitutions_are_an_error_not_a_hang() {
+        // Found by the `expand` fuzz target: an empty pattern matches between every character,
+        // so each nesting level multiplies the length by the value's.
+        let value = "x".repeat(1000);
+        let env = env_of(&[("L", value.as_str())]);
+        for word in [
+            "${L///{ ${L///{ ${L///{ $L}}}",
+            "${L//x/${L//x/${L//x/yy}}}",
+        ] {
+            let err = expand_word(word, '\\', &env).unwrap_err().to_string();
+            assert!(err.contains("more than 4 MiB"), "{word}: {err}");
+        }
+        // Large but bounded results are still fine.
+        let out = expand_word("${L//x/${L}}", '\\', &env).unwrap();
+        assert_eq!(out.len(), 1_000_000);
     }
 
     #[test]

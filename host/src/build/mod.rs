@@ -72,6 +72,8 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheSource>,
     /// `--cache-to`: where the build cache is exported after the build.
     pub cache_to: Vec<CacheTarget>,
+    /// `--memory`, `--pids-limit`: cgroup limits of every RUN.
+    pub limits: exec::ResourceLimits,
 }
 
 /// Where the value of a `--secret` comes from. Read only when a step mounts it.
@@ -106,6 +108,12 @@ fn record_layer(record: &[u8]) -> anyhow::Result<Option<CacheLayer>> {
         size: l.size,
         media_type: l.media_type,
     }))
+}
+
+/// The layer digest a cache index record points at (None for a step that made no layer), or
+/// why the record is unreadable. Used by `wbuild check`.
+pub(crate) fn cache_record_layer(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
+    serde_json::from_slice::<CacheRecord>(bytes).map(|r| r.layer.map(|l| l.digest))
 }
 
 /// A stage's state between ops, and its result.
@@ -182,6 +190,18 @@ impl<'a> Builder<'a> {
 
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
+        match crate::check::sweep_if_idle(self.store) {
+            Ok((_, errors)) => {
+                for e in errors {
+                    self.progress.message(&format!(
+                        "warning: could not remove a leftover of a dead build: {e}"
+                    ));
+                }
+            }
+            Err(e) => self.progress.message(&format!(
+                "warning: could not look for leftovers of dead builds: {e:#}"
+            )),
+        }
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
         for from in &self.opts.cache_from {
             let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
@@ -378,10 +398,9 @@ impl<'a> Builder<'a> {
         // The same step's layer in another compression is another record; the chain of keys
         // does not depend on compression.
         let record = solve::record_key(&key, self.opts.compression.media_type());
-        let hit = if self.opts.no_cache {
-            None
-        } else {
-            self.store
+        let lookup = || -> anyhow::Result<Option<CacheRecord>> {
+            Ok(self
+                .store
                 .get_cache(&record)?
                 .and_then(|b| serde_json::from_slice::<CacheRecord>(&b).ok())
                 .filter(|r| {
@@ -390,7 +409,31 @@ impl<'a> Builder<'a> {
                             .parse()
                             .is_ok_and(|d: Digest| self.store.has_blob(&d))
                     })
-                })
+                }))
+        };
+        let mut _step_lock = None;
+        let hit = if self.opts.no_cache {
+            None
+        } else {
+            match lookup()? {
+                Some(rec) => Some(rec),
+                None => {
+                    // Another build (or stage) may be running this very step: wait for it and
+                    // take its result instead of running it twice. The lock covers this one
+                    // key only, so unrelated steps of other builds run meanwhile.
+                    let name = step_lock_name(&key);
+                    _step_lock = match self.store.try_lock(&name)? {
+                        Some(g) => Some(g),
+                        None => {
+                            self.progress.message(&format!(
+                                "{step}\n  waiting for another build running the same step"
+                            ));
+                            Some(self.store.lock(&name)?)
+                        }
+                    };
+                    lookup()?
+                }
+            }
         };
         let layer = match hit {
             Some(rec) => {
@@ -658,7 +701,7 @@ impl<'a> Builder<'a> {
         std::fs::create_dir_all(&upper)?;
         std::fs::create_dir_all(&ovl_work)?;
         let spec = RunSpec {
-            state_dir: self.store.root().join("exec"),
+            state_dir: crate::check::exec_state_dir(self.store),
             rootfs_lowers: lowers,
             upper: upper.clone(),
             work: ovl_work,
@@ -676,12 +719,20 @@ impl<'a> Builder<'a> {
                 Network::Host => exec::Network::Host,
             },
             mounts,
+            limits: self.opts.limits,
         };
         let outcome = exec::run(&spec, &mut |chunk: &[u8]| {
             self.progress.step_output(id, chunk)
         })?;
         if !outcome.success() {
-            bail!("the command exited with code {}", outcome.exit_code);
+            let why = match (outcome.exit_code, self.opts.limits.memory) {
+                (137, Some(m)) => format!(
+                    " (killed by SIGKILL: the cgroup's out-of-memory killer stops a step that \
+                     needs more than --memory {m} bytes)"
+                ),
+                _ => String::new(),
+            };
+            bail!("the command exited with code {}{why}", outcome.exit_code);
         }
         let layer = self.layer_from(&upper)?;
         drop(keep);
@@ -836,8 +887,10 @@ impl<'a> Builder<'a> {
     /// WORKDIR creates its directory when the filesystem lacks it, as Docker does.
     fn mkdir_step(&self, state: &mut StageState, dir: &str) -> anyhow::Result<Option<LayerRef>> {
         let parent = self.rootfs(state)?;
-        let rel = dir.trim_start_matches('/');
-        if rel.is_empty() || parent.join(rel).is_dir() {
+        // Follow the image's symlinks inside the image, never the host's.
+        let resolved = exec::resolve_container_path(&parent, dir)?;
+        let rel = resolved.trim_start_matches('/');
+        if rel.is_empty() || std::fs::symlink_metadata(parent.join(rel)).is_ok_and(|m| m.is_dir()) {
             return Ok(None);
         }
         let staging = tempfile::Builder::new()
@@ -1109,7 +1162,7 @@ impl Builder<'_> {
         keep: &mut MountResources,
     ) -> anyhow::Result<ExtraMount> {
         let hex = Digest::of_bytes(c.id.as_bytes()).hex();
-        let parent = self.store.root().join("cache-mounts");
+        let parent = crate::check::cache_mounts_dir(self.store);
         std::fs::create_dir_all(&parent)?;
         let lock = format!("cache-mount-{hex}");
         let mut dir = parent.join(&hex);
@@ -1183,6 +1236,14 @@ struct MountResources {
     dirs: Vec<tempfile::TempDir>,
     locks: Vec<crate::store::LockGuard>,
 }
+
+/// The lock a build holds while it runs the step with cache key `key`.
+pub(crate) fn step_lock_name(key: &Digest) -> String {
+    format!("{STEP_LOCK_PREFIX}{}", key.hex())
+}
+
+/// Prefix of the per-step lock names (their files are removed by `wbuild prune`).
+pub(crate) const STEP_LOCK_PREFIX: &str = "step-";
 
 /// `name` or the stage index, for progress lines.
 fn stage_label(stage: &Stage, index: u32) -> String {

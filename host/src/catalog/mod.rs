@@ -124,6 +124,8 @@ pub fn import(
     path: &Path,
     tags: &[String],
 ) -> anyhow::Result<Vec<(String, Digest)>> {
+    // Like a build: blobs written but not yet named must survive a concurrent prune.
+    let _gc = store.lock_shared(Store::GC_LOCK)?;
     let images =
         image::import_path(path, store).with_context(|| format!("importing {}", path.display()))?;
     if images.is_empty() {
@@ -177,7 +179,11 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
     for img in list(store)? {
         keep.extend(img.blobs()?);
     }
-    store.cleanup_tmp()?;
+    let leftovers = crate::check::find_leftovers(store)?;
+    let (_, errors) = crate::check::remove_leftovers(store, &leftovers);
+    if let Some(e) = errors.first() {
+        bail!("could not remove a leftover of a dead build: {e}");
+    }
     let mut freed = store.prune_blobs(&keep)?;
     crate::registry::push::prune_sources(store)?;
     for (key, size) in store.list_cache()? {
@@ -185,6 +191,7 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
             freed += size;
         }
     }
+    crate::check::remove_step_locks(store)?;
     for entry in std::fs::read_dir(store.snapshots_dir())? {
         let path = entry?.path();
         freed += tree_size(&path);

@@ -100,6 +100,14 @@ pub enum Command {
     Prune,
     /// Show how much disk the store uses
     Du,
+    /// Verify the store: every blob's digest, every name's manifest, config and layers, every
+    /// cache entry's layer; list leftovers of killed runs. Exits non-zero when anything is wrong
+    Check {
+        /// Remove leftovers, corrupt blobs, cache entries whose layer is gone and unreadable
+        /// name records (never a blob whose content is intact)
+        #[arg(long)]
+        repair: bool,
+    },
     /// Tools for checking frontends and parsers
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -192,6 +200,14 @@ pub struct BuildOpts {
     /// $SSH_AUTH_SOCK, ID=SOCKET a given agent socket (repeatable)
     #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
     pub ssh: Vec<String>,
+
+    /// Memory limit of each RUN step (cgroup), in bytes or with a k/m/g suffix, e.g. 512m
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<String>,
+
+    /// Most processes and threads each RUN step may have at once (cgroup pids limit)
+    #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pids_limit: Option<u64>,
 
     /// Write the image ID (the config digest) to this file
     #[arg(long, value_name = "FILE")]
@@ -297,6 +313,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Rm { names }) => rm(&root, &names),
         Some(Command::Prune) => prune(&root),
         Some(Command::Du) => du(&root),
+        Some(Command::Check { repair }) => check(&root, repair),
         Some(Command::Debug(DebugCommand::Ast { file })) => debug_ast(&file),
     }
 }
@@ -570,7 +587,16 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         })?),
         _ => None,
     };
+    let limits = crate::exec::ResourceLimits {
+        memory: opts
+            .memory
+            .as_deref()
+            .map(crate::exec::parse_memory)
+            .transpose()?,
+        pids: opts.pids_limit,
+    };
     let build_opts = crate::build::BuildOptions {
+        limits,
         jobs: opts
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -605,6 +631,7 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
             .map(|s| crate::registry::cache::CacheTarget::parse(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
+    build_opts.limits.check_available()?;
     let progress = crate::progress::Progress::stderr(opts.progress);
     let builder = crate::build::Builder::new(&store, &opts.context, build_opts, progress.clone())?
         .with_registry(images, reg);
@@ -880,6 +907,49 @@ fn prune(root: &Path) -> anyhow::Result<()> {
     let freed = catalog::prune(&store)?;
     println!("freed {} ({freed} bytes)", human_bytes(freed));
     Ok(())
+}
+
+fn check(root: &Path, repair: bool) -> anyhow::Result<()> {
+    use crate::check;
+    let store = Store::open(root)?;
+    let _gc = check::lock_store(&store)?;
+    let mut report = check::check(&store)?;
+    let print = |r: &check::Report| {
+        println!(
+            "checked {} blobs, {} names, {} cache entries, {} snapshots",
+            r.blobs, r.names, r.cache_entries, r.snapshots
+        );
+        for p in &r.problems {
+            println!("problem: {p}");
+        }
+        for l in &r.leftovers {
+            println!("leftover: {l}");
+        }
+    };
+    print(&report);
+    if repair && !report.is_clean() {
+        let done = check::repair(&store, &report)?;
+        for a in &done.actions {
+            println!("repair: {a}");
+        }
+        for e in &done.errors {
+            println!("repair failed: {e}");
+        }
+        report = check::check(&store)?;
+        println!("after repair:");
+        print(&report);
+    }
+    if report.is_clean() {
+        println!("the store is sound");
+        return Ok(());
+    }
+    let (p, l) = (report.problems.len(), report.leftovers.len());
+    let hint = if repair {
+        "images with missing blobs need a rebuild or re-import (or `wbuild rm NAME`)"
+    } else {
+        "`wbuild check --repair` removes leftovers, corrupt blobs and broken cache entries"
+    };
+    bail!("the store has {p} problem(s) and {l} leftover(s); {hint}")
 }
 
 fn du(root: &Path) -> anyhow::Result<()> {

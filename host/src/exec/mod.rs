@@ -5,9 +5,12 @@
 //! the host ([`detect`]), [`user`] resolves `USER` strings against the rootfs, [`runner`] drives
 //! runc and cleans up on every path.
 
+mod cwd;
+mod limits;
 mod overlay;
 mod runner;
 mod spec;
+mod stale;
 mod user;
 
 #[cfg(test)]
@@ -16,9 +19,12 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use overlay::{Capabilities, detect, overlay_usable};
+pub(crate) use cwd::resolve_container_path;
+pub use limits::{ResourceLimits, controller_available, parse_memory};
+pub use overlay::{Capabilities, detect, mounts_under, overlay_usable};
 pub(crate) use overlay::{mount_overlay_readonly, unmount};
 pub use runner::run;
+pub use stale::{StaleRun, find_stale, remove_stale};
 pub use user::{ResolvedUser, resolve_user};
 
 /// Network mode of a RUN step.
@@ -74,6 +80,8 @@ pub struct RunSpec {
     pub hostname: String,
     pub network: Network,
     pub mounts: Vec<ExtraMount>,
+    /// cgroup limits (`--memory`, `--pids-limit`).
+    pub limits: ResourceLimits,
 }
 
 /// Result of a finished RUN step.

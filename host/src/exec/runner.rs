@@ -267,6 +267,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
     )?;
     guard.mounted = true;
 
+    super::cwd::check_cwd(&rootfs, if spec.cwd.is_empty() { "/" } else { &spec.cwd })?;
     let user = super::resolve_user(&rootfs, &spec.user)?;
 
     // Files the spec binds from the bundle.

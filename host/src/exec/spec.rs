@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::{ExtraMount, Network, ResolvedUser, RunSpec};
@@ -221,6 +221,22 @@ pub(crate) fn build_spec(
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut resources = LinuxResourcesBuilder::default();
+    resources = resources.devices(vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+    ]);
+    if let Some(bytes) = run.limits.memory {
+        let bytes = i64::try_from(bytes).context("--memory is too large")?;
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build()?);
+    }
+    if let Some(n) = run.limits.pids {
+        let n = i64::try_from(n).context("--pids-limit is too large")?;
+        resources = resources.pids(LinuxPidsBuilder::default().limit(n).build()?);
+    }
+    let resources = resources.build()?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .masked_paths(
@@ -235,16 +251,7 @@ pub(crate) fn build_spec(
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
-        .resources(
-            LinuxResourcesBuilder::default()
-                .devices(vec![
-                    LinuxDeviceCgroupBuilder::default()
-                        .allow(false)
-                        .access("rwm")
-                        .build()?,
-                ])
-                .build()?,
-        )
+        .resources(resources)
         .build()?;
 
     Ok(SpecBuilder::default()

@@ -82,6 +82,7 @@ impl Env {
             hostname: "testhost".into(),
             network: Network::None,
             mounts: vec![],
+            limits: Default::default(),
         }
     }
     /// Run and check that nothing is left behind on the host.

@@ -10,6 +10,10 @@ use crate::frontend::bindings::{Base, Graph, Mount, Op, Source, Stage};
 /// Bounds on what a frontend may return; anything larger is a broken or hostile frontend.
 pub const MAX_STAGES: usize = 10_000;
 pub const MAX_OPS: usize = 1_000_000;
+/// Largest graph, measured as its JSON text (every string, argument and inline file counted).
+pub const MAX_GRAPH_BYTES: usize = 64 << 20;
+/// Longest stage name.
+pub const MAX_NAME_BYTES: usize = 1024;
 
 /// A graph the solver can trust: every stage reference points backwards, the target exists.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,43 @@ pub enum InvalidGraph {
          a stage may only use stages before it"
     )]
     ForwardReference { stage: usize, line: u32, to: u32 },
+    #[error(
+        "stage {stage} (line {line}) has a name of {bytes} bytes; at most {MAX_NAME_BYTES} are \
+         allowed"
+    )]
+    NameTooLong {
+        stage: usize,
+        line: u32,
+        bytes: usize,
+    },
+    #[error("the graph is larger than {} MiB", MAX_GRAPH_BYTES >> 20)]
+    TooLarge,
+}
+
+/// Counts bytes written and fails once there are more than `limit`.
+struct SizeLimit {
+    written: usize,
+    limit: usize,
+}
+
+impl std::io::Write for SizeLimit {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written += buf.len();
+        if self.written > self.limit {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether the graph's JSON form is larger than `limit` bytes (stops writing at the limit).
+fn larger_than(graph: &Graph, limit: usize) -> bool {
+    let mut w = SizeLimit { written: 0, limit };
+    serde_json::to_writer(&mut w, graph).is_err()
 }
 
 /// The stages `stage` depends on directly (base, copy sources, mount sources), in order, once.
@@ -82,6 +123,20 @@ pub fn validate(graph: &Graph) -> Result<(), InvalidGraph> {
             target: graph.target,
             stages: graph.stages.len(),
         });
+    }
+    for (i, stage) in graph.stages.iter().enumerate() {
+        if let Some(name) = &stage.name
+            && name.len() > MAX_NAME_BYTES
+        {
+            return Err(InvalidGraph::NameTooLong {
+                stage: i,
+                line: stage.span.line,
+                bytes: name.len(),
+            });
+        }
+    }
+    if larger_than(graph, MAX_GRAPH_BYTES) {
+        return Err(InvalidGraph::TooLarge);
     }
     for (i, stage) in graph.stages.iter().enumerate() {
         if let Some(&to) = stage_deps(stage).iter().find(|&&d| d as usize >= i) {
@@ -231,5 +286,28 @@ mod tests {
             validate(&huge),
             Err(InvalidGraph::TooManyStages(_))
         ));
+        let mut named = stage(Base::Scratch, &[]);
+        named.name = Some("n".repeat(MAX_NAME_BYTES + 1));
+        let long_name = Graph {
+            stages: vec![named],
+            target: 0,
+        };
+        assert!(matches!(
+            validate(&long_name),
+            Err(InvalidGraph::NameTooLong { .. })
+        ));
+        let mut big = stage(Base::Scratch, &[]);
+        big.ops = (0..70)
+            .map(|_| crate::frontend::bindings::OpNode {
+                op: Op::Workdir(format!("/{}", "d".repeat(1 << 20))),
+                span: super::testing::span(2),
+                text: String::new(),
+            })
+            .collect();
+        let too_big = Graph {
+            stages: vec![big],
+            target: 0,
+        };
+        assert!(matches!(validate(&too_big), Err(InvalidGraph::TooLarge)));
     }
 }

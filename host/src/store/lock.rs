@@ -31,7 +31,9 @@ impl Store {
         let path = self
             .locks_dir()
             .join(format!("{}.lock", encode_file_name(name)));
-        // Lock files are never deleted: deleting one would race with a process about to lock it.
+        // Lock files are not deleted while someone may lock them: that would race with a process
+        // about to lock one. (Step locks go only under the GC lock held exclusively; see
+        // `check::remove_step_locks`.)
         let file = OpenOptions::new()
             .read(true)
             .write(true)

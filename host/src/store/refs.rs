@@ -11,6 +11,9 @@ use super::error::{Result, StoreError};
 use super::fsutil;
 use super::names::{encode_file_name, validate_ref_name};
 
+/// A name record as [`Store::scan_refs`] finds it: the name and digest, or why it is unreadable.
+pub type ScannedRef = Result<(String, Digest)>;
+
 #[derive(Serialize, Deserialize)]
 struct RefRecord {
     name: String,
@@ -66,6 +69,42 @@ impl Store {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Every name record, each parsed on its own, so one damaged record does not hide the
+    /// others (for `wbuild check`): (file path, name and digest or why it is unreadable).
+    pub fn scan_refs(&self) -> Result<Vec<(PathBuf, ScannedRef)>> {
+        let dir = self.refs_dir();
+        let mut out = Vec::new();
+        for (file_name, _) in fsutil::list_files(&dir)? {
+            let path = dir.join(&file_name);
+            let Some(data) = fsutil::read_optional(&path)? else {
+                continue;
+            };
+            let parsed = parse_record(&path, &data).and_then(|r| {
+                if encode_file_name(&r.name) == file_name {
+                    Ok((r.name, r.digest))
+                } else {
+                    Err(StoreError::Corrupt {
+                        path: path.clone(),
+                        reason: format!("it names `{}`, which is stored elsewhere", r.name),
+                    })
+                }
+            });
+            out.push((path, parsed));
+        }
+        Ok(out)
+    }
+
+    /// Removes a damaged name record found by [`Store::scan_refs`]; the path must be in `refs/`.
+    pub fn remove_ref_file(&self, path: &std::path::Path) -> Result<bool> {
+        if path.parent() != Some(self.refs_dir().as_path()) {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: "not a name record of this store".into(),
+            });
+        }
+        fsutil::remove_optional(path)
     }
 
     /// Removes `name`; returns whether it existed.

@@ -1,0 +1,108 @@
+//! Owns the check of a RUN's working directory against the container's `/proc`: a WORKDIR of
+//! `/proc/self/fd/N` (or a symlink to it) is how CVE-2024-21626 reached the host through a
+//! descriptor runc leaked, so the host refuses any working directory that resolves into `/proc`,
+//! whatever runc version runs the step.
+
+use std::path::{Component, Path};
+
+use anyhow::{Result, bail};
+
+/// Symlinks followed before giving up, as Linux's MAXSYMLINKS.
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves `path` as the container will see it: against `rootfs`, following the image's
+/// symlinks (absolute ones from the container's root, never out of it) and continuing lexically
+/// through components the image does not have. Returns the absolute container path.
+pub(crate) fn resolve_container_path(rootfs: &Path, path: &str) -> Result<String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut queue: Vec<String> = Vec::new(); // reversed: pop() yields the next component
+    push(&mut queue, Path::new(path));
+    let mut hops = 0;
+    while let Some(c) = queue.pop() {
+        if c == ".." {
+            stack.pop();
+            continue;
+        }
+        stack.push(c);
+        let host = rootfs.join(stack.join("/"));
+        let Ok(md) = std::fs::symlink_metadata(&host) else {
+            continue; // missing: the rest is taken as written
+        };
+        if md.file_type().is_symlink() {
+            hops += 1;
+            if hops > MAX_SYMLINKS {
+                bail!("too many levels of symbolic links resolving {path:?} in the image");
+            }
+            let target = std::fs::read_link(&host)?;
+            stack.pop();
+            if target.is_absolute() {
+                stack.clear();
+            }
+            push(&mut queue, &target);
+        }
+    }
+    Ok(format!("/{}", stack.join("/")))
+}
+
+fn push(queue: &mut Vec<String>, p: &Path) {
+    let comps: Vec<String> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    queue.extend(comps.into_iter().rev());
+}
+
+/// Fails when `cwd` resolves into the container's `/proc`.
+pub(crate) fn check_cwd(rootfs: &Path, cwd: &str) -> Result<()> {
+    let resolved = resolve_container_path(rootfs, cwd)?;
+    if resolved == "/proc" || resolved.starts_with("/proc/") {
+        let via = if resolved == cwd {
+            String::new()
+        } else {
+            format!(" (it resolves to {resolved})")
+        };
+        bail!(
+            "the working directory {cwd}{via} is inside /proc, where the sandbox mounts the \
+             container's process information; a RUN may not start there"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_links_inside_the_root_and_refuses_proc() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("proc")).unwrap();
+        std::fs::create_dir_all(r.join("srv/app")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/fd/7", r.join("wd")).unwrap();
+        std::os::unix::fs::symlink("../../../../proc", r.join("srv/up")).unwrap();
+        std::os::unix::fs::symlink("/srv/app", r.join("app")).unwrap();
+        assert_eq!(resolve_container_path(r, "/app/x").unwrap(), "/srv/app/x");
+        assert_eq!(resolve_container_path(r, "/srv/up/1").unwrap(), "/proc/1");
+        assert_eq!(resolve_container_path(r, "/a/../../b").unwrap(), "/b");
+        check_cwd(r, "/app").unwrap();
+        check_cwd(r, "/").unwrap();
+        check_cwd(r, "/processes").unwrap();
+        for bad in [
+            "/proc",
+            "/proc/self/fd/7",
+            "/wd",
+            "/wd/sub",
+            "/srv/up/self/cwd",
+        ] {
+            let e = check_cwd(r, bad).unwrap_err().to_string();
+            assert!(e.contains("inside /proc"), "{bad}: {e}");
+        }
+        std::os::unix::fs::symlink("/loop", r.join("loop")).unwrap();
+        assert!(check_cwd(r, "/loop").is_err());
+    }
+}
