@@ -112,8 +112,8 @@ fn record_layer(record: &[u8]) -> anyhow::Result<Option<CacheLayer>> {
 
 /// The layer digest a cache index record points at (None for a step that made no layer), or
 /// why the record is unreadable. Used by `wbuild check`.
-pub(crate) fn cache_record_layer(bytes: &[u8]) -> Result<Option<String>, serde_json::Error> {
-    serde_json::from_slice::<CacheRecord>(bytes).map(|r| r.layer.map(|l| l.digest))
+pub(crate) fn cache_record_layer(bytes: &[u8]) -> anyhow::Result<Option<String>> {
+    Ok(record_layer(bytes)?.map(|l| l.digest))
 }
 
 /// A stage's state between ops, and its result.
@@ -190,18 +190,6 @@ impl<'a> Builder<'a> {
 
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
-        match crate::check::sweep_if_idle(self.store) {
-            Ok((_, errors)) => {
-                for e in errors {
-                    self.progress.message(&format!(
-                        "warning: could not remove a leftover of a dead build: {e}"
-                    ));
-                }
-            }
-            Err(e) => self.progress.message(&format!(
-                "warning: could not look for leftovers of dead builds: {e:#}"
-            )),
-        }
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
         for from in &self.opts.cache_from {
             let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;

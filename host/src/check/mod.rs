@@ -72,6 +72,8 @@ pub enum Leftover {
     MemoTemp(PathBuf),
     /// A RUN container's bundle, mounts or runc state.
     Run(StaleRun),
+    /// A read-only merged view of a layer stack a build mounted (`tmp/.view-*`).
+    View(PathBuf),
 }
 
 impl fmt::Display for Leftover {
@@ -81,6 +83,7 @@ impl fmt::Display for Leftover {
             Leftover::HalfSnapshot(p) => write!(f, "half-made snapshot {}", p.display()),
             Leftover::HalfCacheMount(p) => write!(f, "half-made cache mount {}", p.display()),
             Leftover::MemoTemp(p) => write!(f, "temp {}", p.display()),
+            Leftover::View(p) => write!(f, "mounted filesystem view {}", p.display()),
             Leftover::Run(StaleRun::Bundle { path, mounts }) if !mounts.is_empty() => write!(
                 f,
                 "RUN bundle {} with {} mount(s) still mounted",
@@ -196,7 +199,7 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
             continue;
         };
         let reason = match crate::build::cache_record_layer(&bytes) {
-            Err(e) => Some(format!("unreadable record: {e}")),
+            Err(e) => Some(format!("unreadable record: {e:#}")),
             Ok(None) => None,
             Ok(Some(layer)) => match layer.parse::<Digest>() {
                 Err(e) => Some(format!("bad layer digest: {e}")),
@@ -224,8 +227,18 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
     report
         .problems
         .extend(strays(&store.snapshots_dir(), |name, is_file| {
-            (!is_file && Digest::from_hex(name).is_ok()) || name.starts_with(".snapshot-")
+            (!is_file && Digest::from_hex(name).is_ok())
+                || name.starts_with(".snapshot-")
+                || (!is_file && matches!(name, "layers" | "l" | "empty"))
         })?);
+    let layers = store.snapshots_dir().join("layers");
+    report.snapshots += entries(&layers)?
+        .iter()
+        .filter(|(name, is_file)| !is_file && Digest::from_hex(name).is_ok())
+        .count();
+    report.problems.extend(strays(&layers, |name, is_file| {
+        (!is_file && Digest::from_hex(name).is_ok()) || name.starts_with(".unpack-")
+    })?);
 
     report.leftovers = find_leftovers(store)?;
     Ok(report)
@@ -342,12 +355,29 @@ pub fn find_leftovers(store: &Store) -> anyhow::Result<Vec<Leftover>> {
         if is_file && held_by_live_writer(&path) {
             continue;
         }
+        if !is_file && name.starts_with(".view-") {
+            out.push(Leftover::View(path));
+            continue;
+        }
         out.push(Leftover::Temp(path));
     }
     let snaps = store.snapshots_dir();
     for (name, _) in entries(&snaps)? {
         if name.starts_with(".snapshot-") {
             out.push(Leftover::HalfSnapshot(snaps.join(name)));
+        }
+    }
+    // The overlay snapshotter's layers being unpacked and links being made.
+    let layers = snaps.join("layers");
+    for (name, _) in entries(&layers)? {
+        if name.starts_with(".unpack-") {
+            out.push(Leftover::HalfSnapshot(layers.join(name)));
+        }
+    }
+    let links = snaps.join("l");
+    for (name, _) in entries(&links)? {
+        if name.starts_with('.') {
+            out.push(Leftover::Temp(links.join(name)));
         }
     }
     let mounts = cache_mounts_dir(store);
@@ -373,6 +403,12 @@ pub fn remove_leftover(store: &Store, leftover: &Leftover) -> anyhow::Result<()>
         | Leftover::HalfSnapshot(p)
         | Leftover::HalfCacheMount(p)
         | Leftover::MemoTemp(p) => remove_path(p),
+        Leftover::View(p) => {
+            // A view only reads layer directories; with no build running it is safe to drop.
+            // (Not mounted any more is fine: remove_path refuses what still is.)
+            let _ = exec::unmount(p);
+            remove_path(p)
+        }
     }
 }
 

@@ -573,6 +573,16 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         }
     }
     let store = Store::open(root)?;
+    // What killed builds left behind is cleared first, while no other wbuild uses the store
+    // (it needs the GC lock alone, so before this build takes its share below).
+    match crate::check::sweep_if_idle(&store) {
+        Ok((_, errors)) => {
+            for e in errors {
+                eprintln!("warning: could not remove a leftover of a dead build: {e}");
+            }
+        }
+        Err(e) => eprintln!("warning: could not look for leftovers of dead builds: {e:#}"),
+    }
     // Held from the first blob the frontend's image lookups store, so a prune cannot take them.
     let _gc = store.lock_shared(Store::GC_LOCK)?;
     let images = Arc::new(crate::registry::Images::new(
