@@ -562,6 +562,22 @@ fn steps_run_on_overlay_stacks_of_layers_unpacked_once() {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let root = wb.root.path().to_str().unwrap();
     assert!(!mountinfo.contains(root), "mounts left under {root}");
+
+    // `du` counts the unpacked layers; `check` finds the layout sound; prune frees them.
+    let du = wb.ok(&["du"]);
+    assert!(
+        du.lines().any(|l| l.starts_with("snapshots") && l.contains(" 6 ")),
+        "{du}"
+    );
+    wb.ok(&["check"]);
+    wb.ok(&["rm", "busybox"]);
+    wb.ok(&["rm", "bb"]);
+    wb.ok(&["prune"]);
+    let du = wb.ok(&["du"]);
+    assert!(
+        du.lines().any(|l| l.starts_with("snapshots") && l.contains(" 0 ")),
+        "{du}"
+    );
 }
 
 /// Files an [`http_server`] serves: (path, body), changeable while it runs.

@@ -201,6 +201,30 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
     Ok(freed)
 }
 
+/// Unpacked filesystems: how many (layer directories of the overlay snapshotter and flattened
+/// snapshots) and the bytes of their files.
+pub fn snapshot_usage(store: &Store) -> (u64, u64) {
+    let dir = store.snapshots_dir();
+    let named = |d: &Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.len() == 64 && Digest::from_hex(n).is_ok())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut all = named(&dir);
+    all.extend(named(&dir.join("layers")));
+    let bytes = all.iter().map(|p| tree_size(p)).sum();
+    (all.len() as u64, bytes)
+}
+
 /// Bytes of the regular files under `path` (not following symlinks).
 fn tree_size(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else {

@@ -973,6 +973,13 @@ fn du(root: &Path) -> anyhow::Result<()> {
         human_bytes(u.blob_bytes)
     );
     println!("{:<12} {:>8} {:>12}", "images", u.refs, "-");
+    let (snapshots, snapshot_bytes) = catalog::snapshot_usage(&store);
+    println!(
+        "{:<12} {:>8} {:>12}",
+        "snapshots",
+        snapshots,
+        human_bytes(snapshot_bytes)
+    );
     println!(
         "{:<12} {:>8} {:>12}",
         "cache",
