@@ -49,6 +49,11 @@ fn dockerfile_corpus_replays() {
 }
 
 #[test]
+fn ext_corpus_replays() {
+    assert!(replay("ext", text::ext) > 0);
+}
+
+#[test]
 fn expand_corpus_replays() {
     assert!(replay("expand", text::expand) > 0);
 }

@@ -8,4 +8,4 @@ mod text;
 
 #[cfg(feature = "graph")]
 pub use graph::graph;
-pub use text::{dockerfile, expand};
+pub use text::{dockerfile, expand, ext};

@@ -43,6 +43,28 @@ fn platform() -> fe::Platform {
     }
 }
 
+/// What the fuzzed build file is compiled with.
+fn input(source: &str) -> fe::Input {
+    fe::Input {
+        file_name: "Dockerfile".into(),
+        source: source.into(),
+        build_args: vec![fe::KeyValue {
+            key: "V".into(),
+            value: "1".into(),
+        }],
+        target: None,
+        target_platform: platform(),
+        build_platform: platform(),
+    }
+}
+
+/// What every successful translation promises.
+fn check_translation(t: &fe::Translation) {
+    let n = t.graph.stages.len();
+    assert!(n > 0, "a translation without stages");
+    assert!((t.graph.target as usize) < n, "the target is not a stage");
+}
+
 /// The Dockerfile parser, its dump, and the compiler to the IR (the whole frontend, natively).
 pub fn dockerfile(data: &[u8]) {
     let Ok(source) = std::str::from_utf8(data) else {
@@ -53,21 +75,19 @@ pub fn dockerfile(data: &[u8]) {
             let _ = node.dump();
         }
     }
-    let input = fe::Input {
-        file_name: "Dockerfile".into(),
-        source: source.into(),
-        build_args: vec![fe::KeyValue {
-            key: "V".into(),
-            value: "1".into(),
-        }],
-        target: None,
-        target_platform: platform(),
-        build_platform: platform(),
+    if let Ok(t) = compile::translate(&input(source), &FakeHost) {
+        check_translation(&t);
+    }
+}
+
+/// The extended syntax (`IF` / `ELSE IF` / `ELSE` / `DONE`): block matching, conditions and
+/// the compiler, natively.
+pub fn ext(data: &[u8]) {
+    let Ok(source) = std::str::from_utf8(data) else {
+        return;
     };
-    if let Ok(t) = compile::translate(&input, &FakeHost) {
-        let n = t.graph.stages.len();
-        assert!(n > 0, "a translation without stages");
-        assert!((t.graph.target as usize) < n, "the target is not a stage");
+    if let Ok(t) = wbuild_frontend_dockerfile_ext::translate(&input(source), &FakeHost) {
+        check_translation(&t);
     }
 }
 

@@ -366,6 +366,18 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
+    // If wbuild dies (kill -9), runc dies with it instead of going on setting up a container
+    // for nobody; the next build's sweep then finds a container that is complete or absent.
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     guard.started = true;
     let child = cmd
         .spawn()
