@@ -1,6 +1,6 @@
 //! Local images: names in the store pointing at OCI manifests, and what is built on that —
-//! importing archives, listing, removing, pruning unreferenced blobs, and answering the
-//! frontends' `resolve-image-config` for images the store has.
+//! importing archives, listing, removing, pruning unreferenced blobs. (Frontends'
+//! `resolve-image-config` is answered by `registry::Images`: the store first, then registries.)
 
 mod reference;
 
@@ -13,8 +13,6 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use oci_spec::image::ImageManifest;
 
-use crate::frontend::ImageResolver;
-use crate::frontend::bindings::{ImageConfig as FrontendImageConfig, KeyValue, Platform};
 use crate::image::{self, BlobSink, BlobSource, ImageConfig};
 use crate::store::{Digest, Store};
 
@@ -236,46 +234,4 @@ fn tree_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
         .unwrap_or(0)
-}
-
-/// Answers frontends' `resolve-image-config` from the store: the config of a local image, or an
-/// empty config for images the store does not have (pulling arrives with registry support).
-pub struct StoreImages {
-    store: Store,
-}
-
-impl StoreImages {
-    pub fn new(store: Store) -> Self {
-        StoreImages { store }
-    }
-}
-
-impl ImageResolver for StoreImages {
-    fn resolve(
-        &self,
-        reference: &str,
-        _platform: &Platform,
-    ) -> Result<FrontendImageConfig, String> {
-        let img = match lookup(&self.store, reference) {
-            Ok(Some(img)) => img,
-            Ok(None) => return crate::frontend::EmptyImages.resolve(reference, _platform),
-            Err(e) => return Err(format!("{reference}: {e:#}")),
-        };
-        let c = &img.config.config;
-        Ok(FrontendImageConfig {
-            digest: Some(img.manifest_digest.to_string()),
-            env: img
-                .config
-                .env_pairs()
-                .map(|(key, value)| KeyValue {
-                    key: key.into(),
-                    value: value.into(),
-                })
-                .collect(),
-            working_dir: c.working_dir.clone().unwrap_or_default(),
-            user: c.user.clone().unwrap_or_default(),
-            shell: c.shell.clone(),
-            onbuild: c.on_build.clone(),
-        })
-    }
 }
