@@ -3,6 +3,12 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Output piped into `head` ends the process quietly, as with other Unix tools, instead of a
+    // panic on the next println.
+    // SAFETY: setting a signal's disposition to the default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = wbuild::cli::Cli::parse();
     match wbuild::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
