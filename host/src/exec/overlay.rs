@@ -25,27 +25,18 @@ fn check_overlay_path(p: &Path) -> Result<String> {
     Ok(s.to_string())
 }
 
-/// Mount an overlay of `lowers` (top first) + `upper`/`work` at `target`.
-pub(crate) fn mount_overlay(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    target: &Path,
-) -> Result<()> {
-    if lowers.is_empty() {
-        bail!("overlay needs at least one lower dir");
-    }
-    let lowerdir = lowers
+/// The `lowerdir=` option of `lowers` (top first).
+fn lowerdir(lowers: &[PathBuf]) -> Result<String> {
+    Ok(lowers
         .iter()
         .map(|l| check_overlay_path(l))
         .collect::<Result<Vec<_>>>()?
-        .join(":");
-    let data = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={},{OVERLAY_OPTS}",
-        check_overlay_path(upper)?,
-        check_overlay_path(work)?
-    );
-    let data_c = CString::new(data.clone())?;
+        .join(":"))
+}
+
+/// mount(2) an overlay with option string `data` and `flags` at `target`.
+fn mount(data: &str, flags: libc::c_ulong, target: &Path) -> Result<()> {
+    let data_c = CString::new(data)?;
     let target_c = cstr(target)?;
     let fstype = c"overlay";
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
@@ -54,7 +45,7 @@ pub(crate) fn mount_overlay(
             fstype.as_ptr(),
             target_c.as_ptr(),
             fstype.as_ptr(),
-            0,
+            flags,
             data_c.as_ptr().cast(),
         )
     };
@@ -65,36 +56,33 @@ pub(crate) fn mount_overlay(
     Ok(())
 }
 
+/// Mount an overlay of `lowers` (top first) + `upper`/`work` at `target`.
+pub(crate) fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<()> {
+    if lowers.is_empty() {
+        bail!("overlay needs at least one lower dir");
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},{OVERLAY_OPTS}",
+        lowerdir(lowers)?,
+        check_overlay_path(upper)?,
+        check_overlay_path(work)?
+    );
+    mount(&data, 0, target)
+}
+
 /// Mount a read-only overlay of `lowers` (top first; overlayfs needs at least two without an
 /// upper dir) at `target`: the merged filesystem of a layer stack, for reading.
 pub(crate) fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
     if lowers.len() < 2 {
         bail!("a read-only overlay needs at least two lower dirs");
     }
-    let lowerdir = lowers
-        .iter()
-        .map(|l| check_overlay_path(l))
-        .collect::<Result<Vec<_>>>()?
-        .join(":");
-    let data = format!("lowerdir={lowerdir},{OVERLAY_OPTS}");
-    let data_c = CString::new(data.clone())?;
-    let target_c = cstr(target)?;
-    let fstype = c"overlay";
-    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target_c.as_ptr(),
-            fstype.as_ptr(),
-            libc::MS_RDONLY,
-            data_c.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        bail!("mounting overlay at {} ({data}): {err}", target.display());
-    }
-    Ok(())
+    let data = format!("lowerdir={},{OVERLAY_OPTS}", lowerdir(lowers)?);
+    mount(&data, libc::MS_RDONLY, target)
 }
 
 /// Unmount `target`; lazily if a plain unmount reports it busy.
