@@ -566,7 +566,8 @@ fn steps_run_on_overlay_stacks_of_layers_unpacked_once() {
     // `du` counts the unpacked layers; `check` finds the layout sound; prune frees them.
     let du = wb.ok(&["du"]);
     assert!(
-        du.lines().any(|l| l.starts_with("snapshots") && l.contains(" 6 ")),
+        du.lines()
+            .any(|l| l.starts_with("snapshots") && l.contains(" 6 ")),
         "{du}"
     );
     wb.ok(&["check"]);
@@ -575,7 +576,8 @@ fn steps_run_on_overlay_stacks_of_layers_unpacked_once() {
     wb.ok(&["prune"]);
     let du = wb.ok(&["du"]);
     assert!(
-        du.lines().any(|l| l.starts_with("snapshots") && l.contains(" 0 ")),
+        du.lines()
+            .any(|l| l.starts_with("snapshots") && l.contains(" 0 ")),
         "{du}"
     );
 }
