@@ -1,7 +1,8 @@
 //! Snapshots and layer diffs: layers ↔ directories.
 //!
 //! - [`diff_upper`]: overlayfs upperdir → reproducible OCI layer tar (whiteouts converted).
-//! - [`LayerWriter`]: compress (gzip/zstd/none) and hash (diff_id, digest, size) in one pass.
+//! - [`LayerWriter`]: compress (gzip/zstd/none) and hash (diff_id, digest, size) in one pass;
+//!   gzip runs on several threads ([`ParGzEncoder`]).
 //! - [`apply_layer`]: safe, in-root extraction of a layer tar with whiteouts and opaque dirs.
 //! - [`decompress`]: sniff gzip/zstd/bzip2/xz/plain by magic bytes.
 //! - [`copy_tree`]: metadata-preserving copy for the copying snapshotter fallback.
@@ -10,6 +11,7 @@ mod apply;
 mod compress;
 mod copy;
 mod diff;
+mod pgzip;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -17,4 +19,5 @@ mod tests;
 pub use apply::apply_layer;
 pub use compress::{Compression, Format, LayerDigests, LayerWriter, decompress, sniff};
 pub use copy::copy_tree;
+pub use pgzip::ParGzEncoder;
 pub use diff::{DiffOptions, DiffStats, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, diff_upper};
