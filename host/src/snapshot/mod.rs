@@ -19,5 +19,5 @@ mod tests;
 pub use apply::apply_layer;
 pub use compress::{Compression, Format, LayerDigests, LayerWriter, decompress, sniff};
 pub use copy::copy_tree;
-pub use pgzip::ParGzEncoder;
 pub use diff::{DiffOptions, DiffStats, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, diff_upper};
+pub use pgzip::ParGzEncoder;

@@ -708,10 +708,18 @@ fn parallel_gzip_is_one_member_and_independent_of_threads() {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "gzip -d: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gzip -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.stdout, data, "gzip -d output, len {len}");
         if len > CHUNK {
-            assert!(one.len() < data.len() * 3 / 4, "compresses: {} of {len}", one.len());
+            assert!(
+                one.len() < data.len() * 3 / 4,
+                "compresses: {} of {len}",
+                one.len()
+            );
         }
     }
 }
