@@ -4,6 +4,8 @@
 //! stream byte-aligned after a non-final block, so the chunks concatenate into one valid deflate
 //! stream; the chunks' CRC-32s are combined in order for the trailer.
 //!
+//! Chunks that do not compress (a fast probe of their start saves under 2%) are stored rather
+//! than deflated: random or already-compressed data costs a copy instead of a full deflate.
 //! The output depends only on the input and the level, never on the number of threads, so a
 //! layer's digest is the same on every machine. It is a single member, so readers that stop
 //! after the first gzip member (many do) read all of it.
@@ -75,8 +77,34 @@ impl Drop for Pool {
     }
 }
 
-/// Raw deflate of one chunk: sync-flushed, or finished when it is the last.
+/// Bytes at the start of a chunk that decide whether it is worth compressing.
+const PROBE: usize = 64 << 10;
+
+/// Whether a fast deflate of the chunk's first [`PROBE`] bytes saves less than 2%: then the
+/// chunk is random-looking (already compressed files, encrypted or random data) and deflating
+/// it at the asked level would cost tens of CPU-seconds per GiB for nothing.
+pub(super) fn incompressible(data: &[u8]) -> bool {
+    if data.len() < PROBE {
+        return false;
+    }
+    let sample = &data[..PROBE];
+    let mut c = Compress::new(flate2::Compression::new(2), false);
+    let mut out = Vec::with_capacity(PROBE + PROBE / 8);
+    match c.compress_vec(sample, &mut out, FlushCompress::Finish) {
+        Ok(Status::StreamEnd) => out.len() * 50 >= sample.len() * 49,
+        _ => false,
+    }
+}
+
+/// Raw deflate of one chunk: sync-flushed, or finished when it is the last. A random-looking
+/// chunk goes into stored blocks (level 0), which cost about a copy. The choice depends only
+/// on the chunk's bytes, so the output stays reproducible.
 fn deflate_chunk(level: u32, data: &[u8], last: bool) -> Reply {
+    let level = if level > 0 && incompressible(data) {
+        0
+    } else {
+        level
+    };
     let mut c = Compress::new(flate2::Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 64);
     let flush = if last {
