@@ -5,10 +5,12 @@ use std::io::{self, Read, Write};
 
 use sha2::{Digest, Sha256};
 
+use super::pgzip::ParGzEncoder;
+
 /// Compression of a layer blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// gzip (flate2 with the zlib-rs backend); level 0–9.
+    /// gzip (flate2 with the zlib-rs backend, on several threads: [`super::ParGzEncoder`]); level 0–9.
     Gzip { level: u32 },
     /// zstd; level 1–22 (0 = zstd's default).
     Zstd { level: i32 },
@@ -60,7 +62,7 @@ impl<W: Write> Write for HashCount<W> {
 }
 
 enum Enc<W: Write> {
-    Gzip(flate2::write::GzEncoder<HashCount<W>>),
+    Gzip(ParGzEncoder<HashCount<W>>),
     Zstd(zstd::stream::write::Encoder<'static, HashCount<W>>),
     None(HashCount<W>),
 }
@@ -81,13 +83,8 @@ impl<W: Write> LayerWriter<W> {
             n: 0,
         };
         let enc = match compression {
-            Compression::Gzip { level } => {
-                // GzEncoder writes mtime 0 and no file name: reproducible.
-                Enc::Gzip(flate2::write::GzEncoder::new(
-                    hc,
-                    flate2::Compression::new(level.min(9)),
-                ))
-            }
+            // Same bytes whatever the number of threads: reproducible.
+            Compression::Gzip { level } => Enc::Gzip(ParGzEncoder::new(hc, level)?),
             Compression::Zstd { level } => Enc::Zstd(zstd::stream::write::Encoder::new(hc, level)?),
             Compression::None => Enc::None(hc),
         };

@@ -1,7 +1,8 @@
 //! Snapshots and layer diffs: layers ↔ directories.
 //!
 //! - [`diff_upper`]: overlayfs upperdir → reproducible OCI layer tar (whiteouts converted).
-//! - [`LayerWriter`]: compress (gzip/zstd/none) and hash (diff_id, digest, size) in one pass.
+//! - [`LayerWriter`]: compress (gzip/zstd/none) and hash (diff_id, digest, size) in one pass;
+//!   gzip runs on several threads ([`ParGzEncoder`]).
 //! - [`apply_layer`]: safe, in-root extraction of a layer tar with whiteouts and opaque dirs.
 //! - [`decompress`]: sniff gzip/zstd/bzip2/xz/plain by magic bytes.
 //! - [`Stacks`]: the overlay snapshotter (one directory per layer, stacked by overlayfs).
@@ -11,6 +12,7 @@ mod apply;
 mod compress;
 mod copy;
 mod diff;
+mod pgzip;
 mod stack;
 mod sys;
 #[cfg(test)]
@@ -20,4 +22,5 @@ pub use apply::{apply_layer, extract_overlay_layer};
 pub use compress::{Compression, Format, LayerDigests, LayerWriter, decompress, sniff};
 pub use copy::copy_tree;
 pub use diff::{DiffOptions, DiffStats, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, diff_upper};
+pub use pgzip::ParGzEncoder;
 pub use stack::Stacks;

@@ -660,6 +660,130 @@ fn layer_writer_digests_match() {
     assert_eq!(gz(&tar), gz(&tar));
 }
 
+/// Mixed content: runs of text and of pseudo-random bytes, `n` bytes in all.
+fn mixed_bytes(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|i| {
+            if (i / 50_000) % 2 == 0 {
+                b"layer text, compressible; "[i % 26]
+            } else {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn parallel_gzip_is_one_member_and_independent_of_threads() {
+    use super::pgzip::CHUNK;
+    let t = tempfile::tempdir().unwrap();
+    for len in [0, 1000, CHUNK, 2 * CHUNK, 3 * CHUNK + CHUNK / 2 + 7] {
+        let data = mixed_bytes(len);
+        let gz = |threads: usize, piece: usize| {
+            let mut w = ParGzEncoder::with_threads(Vec::new(), 6, threads).unwrap();
+            for p in data.chunks(piece.max(1)) {
+                w.write_all(p).unwrap();
+            }
+            w.finish().unwrap()
+        };
+        let one = gz(1, data.len());
+        // The same bytes whatever the threads and however the caller writes.
+        for (threads, piece) in [(2, 4096), (3, 7777), (8, CHUNK + 1)] {
+            assert_eq!(gz(threads, piece), one, "len {len}, {threads} threads");
+        }
+        // A single gzip member: a reader that stops after the first member reads it all.
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&one[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, data, "len {len}");
+        let path = t.path().join("blob.gz");
+        fs::write(&path, &one).unwrap();
+        let out = Command::new("gzip")
+            .args(["-d", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "gzip -d: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, data, "gzip -d output, len {len}");
+        if len > CHUNK {
+            assert!(
+                one.len() < data.len() * 3 / 4,
+                "compresses: {} of {len}",
+                one.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn parallel_gzip_stores_random_chunks_and_deflates_the_rest() {
+    use super::pgzip::CHUNK;
+    // The pseudo-random runs of mixed_bytes (every other 50,000 bytes).
+    let random: Vec<u8> = mixed_bytes(8 * CHUNK)
+        .chunks(50_000)
+        .skip(1)
+        .step_by(2)
+        .flatten()
+        .copied()
+        .take(2 * CHUNK)
+        .collect();
+    assert_eq!(random.len(), 2 * CHUNK);
+    let text: Vec<u8> = b"compressible text "
+        .iter()
+        .cycle()
+        .take(2 * CHUNK)
+        .copied()
+        .collect();
+    let gz = |data: &[u8], threads: usize| {
+        let mut w = ParGzEncoder::with_threads(Vec::new(), 6, threads).unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    };
+    // Random chunks are stored: a few bytes of framing per 64 KiB, never a deflate's output.
+    let both = [random.clone(), text.clone()].concat();
+    let out = gz(&both, 2);
+    assert_eq!(out, gz(&both, 1));
+    // The probe sends random chunks to stored blocks (a copy) and the rest to deflate.
+    assert!(super::pgzip::incompressible(&random[..CHUNK]));
+    assert!(!super::pgzip::incompressible(&text[..CHUNK]));
+    assert!(!super::pgzip::incompressible(&mixed_bytes(CHUNK)));
+    assert!(
+        !super::pgzip::incompressible(&random[..1000]),
+        "too short to judge"
+    );
+    // The deflate stream opens with a stored block (BTYPE 00, LEN, NLEN) holding the input.
+    assert_eq!(out[10] & 0b111, 0, "first block is stored, not final");
+    let len = u16::from_le_bytes([out[11], out[12]]) as usize;
+    let nlen = u16::from_le_bytes([out[13], out[14]]) as usize;
+    assert_eq!(len ^ nlen, 0xffff);
+    assert!(len > 0);
+    assert_eq!(
+        &out[15..15 + len],
+        &random[..len],
+        "random bytes stored verbatim"
+    );
+    assert!(
+        out.len() < random.len() + random.len() / 100 + 4096,
+        "text part deflated: {}",
+        out.len()
+    );
+    let mut back = Vec::new();
+    flate2::read::GzDecoder::new(&out[..])
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back, both);
+    assert!(gz(&text, 2).len() < text.len() / 50);
+}
+
 #[test]
 fn decompress_sniffs_formats() {
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
