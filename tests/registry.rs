@@ -176,6 +176,27 @@ fn blob(wb: &Wbuild, digest: &str) -> Vec<u8> {
     std::fs::read(wb.root.path().join("blobs/sha256").join(hex)).unwrap()
 }
 
+/// Runs `cmd` with `stdin` as its input; returns whether it succeeded and its stderr.
+fn with_stdin(mut cmd: Command, stdin: &str) -> (bool, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn manifest_digest(pinned: &str) -> &str {
     pinned.rsplit('@').next().unwrap()
 }
@@ -656,23 +677,8 @@ fn login_is_needed_for_a_registry_with_basic_auth() {
     };
     let run = |wb: &Wbuild, args: &[&str], stdin: &str| {
         let mut cmd = wb.cmd();
-        cmd.args(args)
-            .env("DOCKER_CONFIG", docker_config.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        cmd.args(args).env("DOCKER_CONFIG", docker_config.path());
+        with_stdin(cmd, stdin)
     };
     let (ok, err) = run(&a, &["push", &base], "");
     assert!(
@@ -734,27 +740,11 @@ fn login_is_needed_for_a_registry_with_basic_auth() {
         std::env::var("PATH").unwrap()
     );
     let run_with_helper = |wb: &Wbuild, args: &[&str], stdin: &str| {
-        let mut child = wb
-            .cmd()
-            .args(args)
+        let mut cmd = wb.cmd();
+        cmd.args(args)
             .env("DOCKER_CONFIG", docker_config.path())
-            .env("PATH", &path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .env("PATH", &path);
+        with_stdin(cmd, stdin)
     };
     let (ok, err) = run_with_helper(&c, &["pull", &base], "");
     assert!(!ok && err.contains("401"), "{err}");
@@ -782,26 +772,9 @@ fn a_loopback_registry_speaking_tls_is_used_over_https() {
         return;
     };
     let run = |wb: &Wbuild, args: &[&str], stdin: &str| {
-        let mut child = wb
-            .cmd()
-            .args(args)
-            .env("DOCKER_CONFIG", docker_config.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let mut cmd = wb.cmd();
+        cmd.args(args).env("DOCKER_CONFIG", docker_config.path());
+        with_stdin(cmd, stdin)
     };
     let (ok, err) = run(&a, &["push", &base], "");
     assert!(!ok && err.contains("401"), "{err}");
