@@ -254,46 +254,37 @@ impl Progress {
 
     /// A running step finished successfully.
     pub fn step_done(&self, id: StepId) {
-        let Some(step) = self.take_step(id) else {
-            return;
-        };
-        let took = step.started.elapsed();
-        match self.mode {
-            Mode::Json => self.json(JsonEvent {
-                step: Some(&step.name),
-                id: Some(id.0),
-                duration_ms: Some(took.as_millis()),
-                ..self.event("done")
-            }),
-            Mode::Tty => {
-                self.above(format!("=> {} {}", step.name, seconds(took)));
-            }
-            _ => self.plain(&format!("  DONE {}", seconds(took))),
-        }
+        self.end_step(id, None);
     }
 
     /// A running step failed with `error`. In the live view its whole kept output is printed,
     /// since only its last lines were on screen.
     pub fn step_failed(&self, id: StepId, error: &str) {
+        self.end_step(id, Some(error));
+    }
+
+    fn end_step(&self, id: StepId, error: Option<&str>) {
         let Some(step) = self.take_step(id) else {
             return;
         };
         let took = step.started.elapsed();
-        match self.mode {
-            Mode::Json => self.json(JsonEvent {
+        match (self.mode, error) {
+            (Mode::Json, _) => self.json(JsonEvent {
                 step: Some(&step.name),
                 id: Some(id.0),
                 duration_ms: Some(took.as_millis()),
-                data: Some(error),
-                ..self.event("error")
+                data: error,
+                ..self.event(if error.is_some() { "error" } else { "done" })
             }),
-            Mode::Tty => {
+            (Mode::Tty, None) => self.above(format!("=> {} {}", step.name, seconds(took))),
+            (Mode::Tty, Some(_)) => {
                 self.above(format!("=> ERROR {} {}", step.name, seconds(took)));
                 for line in String::from_utf8_lossy(&step.output).lines() {
                     self.above(format!("  | {line}"));
                 }
             }
-            _ => self.plain(&format!("  ERROR {}: {error}", seconds(took))),
+            (_, None) => self.plain(&format!("  DONE {}", seconds(took))),
+            (_, Some(e)) => self.plain(&format!("  ERROR {}: {e}", seconds(took))),
         }
     }
 
