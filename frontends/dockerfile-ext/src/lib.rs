@@ -43,15 +43,8 @@ pub fn parse_options() -> wbuild_parser::Options<'static> {
 
 /// Parses `input.source`, matches its blocks and compiles it.
 pub fn translate(input: &Input, host: &dyn Host) -> Result<Translation, Vec<Diagnostic>> {
-    let tree = wbuild_parser::parse_with(&input.source, &parse_options()).map_err(|e| {
-        vec![Diagnostic {
-            file: input.file_name.clone(),
-            line: e.line.max(1) as u32,
-            column: e.column.max(1) as u32,
-            message: e.message,
-            text: e.text,
-        }]
-    })?;
+    let tree = wbuild_parser::parse_with(&input.source, &parse_options())
+        .map_err(|e| vec![compile::parse_diagnostic(&input.file_name, e)])?;
     let file = blocks::FileInfo {
         name: &input.file_name,
         lines: input.source.lines().collect(),

@@ -42,16 +42,20 @@ impl Host for HostImports {
 
 /// Parses `input.source` and compiles it.
 pub fn translate(input: &Input, host: &dyn Host) -> Result<Translation, Vec<Diagnostic>> {
-    let tree = wbuild_parser::parse(&input.source).map_err(|e| {
-        vec![Diagnostic {
-            file: input.file_name.clone(),
-            line: e.line.max(1) as u32,
-            column: e.column.max(1) as u32,
-            message: e.message,
-            text: e.text,
-        }]
-    })?;
+    let tree = wbuild_parser::parse(&input.source)
+        .map_err(|e| vec![parse_diagnostic(&input.file_name, e)])?;
     compile(input, &tree, host)
+}
+
+/// A parse error of the build file `file` as the diagnostic a frontend returns.
+pub fn parse_diagnostic(file: &str, e: wbuild_parser::ParseError) -> Diagnostic {
+    Diagnostic {
+        file: file.to_string(),
+        line: e.line.max(1) as u32,
+        column: e.column.max(1) as u32,
+        message: e.message,
+        text: e.text,
+    }
 }
 
 /// Same, from an already-parsed tree.
