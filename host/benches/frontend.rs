@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     let instructions = source.lines().count();
     let input = Input {
         file_name: "Dockerfile".into(),
+        context_path: None,
         source,
         build_args: vec![],
         target: None,

@@ -47,7 +47,11 @@ fn at(file: &str, line: u32, column: u32) -> Location {
 #[test]
 fn a_fragment_is_spliced_in_place_and_its_ops_name_it() {
     let host = FilesHost::new(&[("steps.Dockerfile", "RUN a\n\nRUN b\n")]);
-    let t = ok("FROM busybox\nINCLUDE steps.Dockerfile\nRUN last\n", &[], &host);
+    let t = ok(
+        "FROM busybox\nINCLUDE steps.Dockerfile\nRUN last\n",
+        &[],
+        &host,
+    );
     assert_eq!(
         runs(&t),
         [
@@ -65,11 +69,7 @@ fn a_fragment_is_spliced_in_place_and_its_ops_name_it() {
     // The ops are those of the same instructions written inline; only spans differ.
     let inline = plain("FROM busybox\nRUN a\nRUN b\nRUN last\n", &[]).unwrap();
     let ops = |t: &Translation| -> Vec<Op> {
-        t.graph.stages[0]
-            .ops
-            .iter()
-            .map(|o| o.op.clone())
-            .collect()
+        t.graph.stages[0].ops.iter().map(|o| o.op.clone()).collect()
     };
     assert_eq!(ops(&t), ops(&inline));
 }
@@ -130,7 +130,8 @@ fn the_path_is_expanded_like_a_from_line() {
 #[test]
 fn an_include_in_a_branch_not_taken_is_never_read() {
     let host = FilesHost::new(&[]);
-    let src = "ARG X=0\nFROM busybox\nIF $X == 1\nINCLUDE does-not-exist.Dockerfile\nDONE\nRUN ok\n";
+    let src =
+        "ARG X=0\nFROM busybox\nIF $X == 1\nINCLUDE does-not-exist.Dockerfile\nDONE\nRUN ok\n";
     let t = ok(src, &[], &host);
     assert_eq!(runs(&t), [("ok".into(), None, 6)]);
     assert!(host.reads.borrow().is_empty());
@@ -193,7 +194,10 @@ fn a_missing_fragment_names_the_path_and_the_including_line() {
     assert_eq!(e[0].included_from, [at("Dockerfile", 2, 1)]);
 
     let e = fail("FROM busybox\nINCLUDE ../outside\n", &[], &host);
-    assert!(e[0].message.contains("leads outside the build context"), "{e:#?}");
+    assert!(
+        e[0].message.contains("leads outside the build context"),
+        "{e:#?}"
+    );
     let e = fail("FROM busybox\nINCLUDE\n", &[], &host);
     assert!(e[0].message.contains("requires the path"), "{e:#?}");
     let e = fail("FROM busybox\nINCLUDE a b\n", &[], &host);
@@ -233,7 +237,9 @@ fn a_cycle_is_an_error_naming_the_chain() {
 
 #[test]
 fn nesting_deeper_than_the_limit_is_an_error() {
-    let names: Vec<String> = (0..=MAX_INCLUDE_DEPTH + 1).map(|i| format!("f{i}")).collect();
+    let names: Vec<String> = (0..=MAX_INCLUDE_DEPTH + 1)
+        .map(|i| format!("f{i}"))
+        .collect();
     let texts: Vec<String> = (0..=MAX_INCLUDE_DEPTH + 1)
         .map(|i| format!("RUN {i}\nINCLUDE f{}\n", i + 1))
         .collect();
@@ -263,5 +269,8 @@ fn nesting_deeper_than_the_limit_is_an_error() {
 #[test]
 fn the_dockerfile_frontend_has_no_include() {
     let e = plain("FROM busybox\nINCLUDE x\n", &[]).unwrap_err();
-    assert!(e[0].message.contains("unknown instruction: INCLUDE"), "{e:#?}");
+    assert!(
+        e[0].message.contains("unknown instruction: INCLUDE"),
+        "{e:#?}"
+    );
 }

@@ -32,7 +32,9 @@ pub trait Host {
     /// A file of the build context (`INCLUDE`), by its path relative to the context root.
     /// A host without a build context answers with an error saying so.
     fn read_context_file(&self, path: &str) -> Result<Vec<u8>, String> {
-        Err(format!("{path}: this build has no build context to read files from"))
+        Err(format!(
+            "{path}: this build has no build context to read files from"
+        ))
     }
 }
 
@@ -1187,7 +1189,13 @@ impl<'a> Compiler<'a> {
                     .map_err(|e| format!("failed to process \"{w}\": {}", e.message))
             };
             let resolve = |f: &str| {
-                self.resolve_source(cur.index, cur.platform.as_ref(), f, "from", self.main_line(node))
+                self.resolve_source(
+                    cur.index,
+                    cur.platform.as_ref(),
+                    f,
+                    "from",
+                    self.main_line(node),
+                )
             };
             let ctx = mounts::MountContext {
                 expand: &expand,

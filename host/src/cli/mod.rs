@@ -435,6 +435,7 @@ fn translate(
     let file_name = path.display().to_string();
     let input = Input {
         file_name: file_name.clone(),
+        context_path: crate::frontend::context_path(&path, &opts.context),
         source: source.clone(),
         build_args: parse_build_args(&opts.build_args)?,
         target: opts.target.clone(),
@@ -444,17 +445,23 @@ fn translate(
     let cx = CallContext {
         images,
         context_dir: Some(opts.context.clone()),
+        ..Default::default()
     };
     let translation = match rt.translate(&fe, &input, &cx)? {
         Ok(t) => t,
-        Err(diags) => return Err(Reported(diagnostics::render(&diags, &source, false)).into()),
+        Err(diags) => {
+            let files = cx.files_read.lock().unwrap().clone();
+            let text = diagnostics::render_with_files(&diags, &source, &files, false);
+            return Err(Reported(text).into());
+        }
     };
     graph::validate(&translation.graph)
         .with_context(|| format!("frontend {} returned an invalid stage graph", fe.label))?;
     if !translation.warnings.is_empty() {
+        let files = cx.files_read.lock().unwrap().clone();
         eprint!(
             "{}",
-            diagnostics::render(&translation.warnings, &source, true)
+            diagnostics::render_with_files(&translation.warnings, &source, &files, true)
         );
     }
     Ok(Planned {
@@ -875,6 +882,7 @@ fn debug_ast(file: &Path) -> anyhow::Result<()> {
                 column: e.column as u32,
                 message: e.message,
                 text: e.text,
+                included_from: vec![],
             };
             Err(Reported(diagnostics::render(&[d], &source, false)).into())
         }
