@@ -144,7 +144,7 @@ impl Compiler<'_> {
         let bytes = self.host.read_context_file(&path).map_err(|e| {
             self.err_text(
                 node,
-                format!("INCLUDE {raw}: cannot read the fragment {path}: {e}"),
+                format!("INCLUDE {raw}: cannot read the fragment {e}"),
                 raw,
             )
         })?;
