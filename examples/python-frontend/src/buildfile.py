@@ -25,6 +25,7 @@ a string is the value of the parameter NAME, `{{` and `}}` are literal braces.
 Every error is a `BuildfileError` with the 1-based line and column of the offending text.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -70,59 +71,54 @@ class Program:
     target: Optional[Tuple[str, int, int]]  # name, line, column
 
 
-PUNCTUATION = "=:,[]/"
+# One token, after optional blanks. Compiled once: componentize-py snapshots the module after
+# import, so a translation starts with the pattern ready.
+TOKEN = re.compile(
+    r'[ \t]*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)'
+    r'|(?P<number>[0-9]+)|(?P<punct>[=:,\[\]/])|(?P<comment>#.*)|(?P<bad>\S))'
+)
+ESCAPE = re.compile(r"\\(.?)")
+ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t"}
+BRACES = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
 def tokenize(line: str, number: int) -> List[Token]:
     tokens: List[Token] = []
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if c in " \t":
-            i += 1
-        elif c == "#":
+    pos = 0
+    end = len(line.rstrip())
+    while pos < end:
+        m = TOKEN.match(line, pos)
+        if m is None:
             break
-        elif c == '"':
-            start = i
-            i += 1
-            out = []
-            while True:
-                if i >= len(line):
-                    raise BuildfileError(
-                        number, start + 1, "unterminated string: add the closing \"", line[start:]
-                    )
-                ch = line[i]
-                if ch == '"':
-                    i += 1
-                    break
-                if ch == "\\":
-                    nxt = line[i + 1 : i + 2]
-                    escapes = {"\\": "\\", '"': '"', "n": "\n", "t": "\t"}
-                    if nxt not in escapes:
+        kind = m.lastgroup
+        raw = m.group(kind)
+        column = m.start(kind) + 1
+        pos = m.end()
+        if kind == "comment":
+            break
+        if kind == "bad":
+            if raw == '"':
+                raise BuildfileError(
+                    number, column, "unterminated string: add the closing \"", line[column - 1 :]
+                )
+            raise BuildfileError(number, column, f"unexpected character {raw!r}", raw)
+        if kind == "string":
+            body = raw[1:-1]
+            if "\\" in body:
+                for e in ESCAPE.finditer(body):
+                    if e.group(1) not in ESCAPES:
                         raise BuildfileError(
-                            number, i + 1, "unknown escape (use \\\\, \\\", \\n or \\t)", line[i : i + 2]
+                            number,
+                            column + 1 + e.start(),
+                            "unknown escape (use \\\\, \\\", \\n or \\t)",
+                            e.group(0),
                         )
-                    out.append(escapes[nxt])
-                    i += 2
-                else:
-                    out.append(ch)
-                    i += 1
-            tokens.append(Token("string", "".join(out), start + 1, line[start:i]))
-        elif c.isalpha() or c == "_":
-            start = i
-            while i < len(line) and (line[i].isalnum() or line[i] in "_-."):
-                i += 1
-            tokens.append(Token("name", line[start:i], start + 1, line[start:i]))
-        elif c.isdigit():
-            start = i
-            while i < len(line) and line[i].isdigit():
-                i += 1
-            tokens.append(Token("number", line[start:i], start + 1, line[start:i]))
-        elif c in PUNCTUATION:
-            tokens.append(Token(c, c, i + 1, c))
-            i += 1
+                body = ESCAPE.sub(lambda e: ESCAPES[e.group(1)], body)
+            tokens.append(Token("string", body, column, raw))
+        elif kind == "punct":
+            tokens.append(Token(raw, raw, column, raw))
         else:
-            raise BuildfileError(number, i + 1, f"unexpected character {c!r}", c)
+            tokens.append(Token(kind, raw, column, raw))
     return tokens
 
 
@@ -191,34 +187,29 @@ class Parser:
     def interpolate(self, line: Line, tok: Token) -> str:
         """`{NAME}` → the parameter's value; `{{` / `}}` → a brace."""
         s = tok.value
-        out = []
-        i = 0
-        while i < len(s):
-            c = s[i]
-            if s.startswith("{{", i) or s.startswith("}}", i):
-                out.append(c)
-                i += 2
-            elif c == "{":
-                end = s.find("}", i)
-                if end < 0:
-                    raise line.error("unclosed `{` in a string (write `{{` for a brace)", tok)
-                name = s[i + 1 : end]
-                if name not in self.params:
-                    known = ", ".join(sorted(self.params)) or "none is declared"
-                    raise BuildfileError(
-                        line.number,
-                        tok.column + tok.raw.find("{" + name),
-                        f"unknown parameter `{name}` (parameters: {known})",
-                        "{" + name + "}",
-                    )
-                out.append(self.params[name])
-                i = end + 1
-            elif c == "}":
+        if "{" not in s and "}" not in s:
+            return s
+
+        def one(m: "re.Match") -> str:
+            text = m.group(0)
+            if text in ("{{", "}}"):
+                return text[0]
+            if text == "{":
+                raise line.error("unclosed `{` in a string (write `{{` for a brace)", tok)
+            if text == "}":
                 raise line.error("stray `}` in a string (write `}}` for a brace)", tok)
-            else:
-                out.append(c)
-                i += 1
-        return "".join(out)
+            name = m.group(1)
+            if name not in self.params:
+                known = ", ".join(sorted(self.params)) or "none is declared"
+                raise BuildfileError(
+                    line.number,
+                    tok.column + max(0, tok.raw.find(text)),
+                    f"unknown parameter `{name}` (parameters: {known})",
+                    text,
+                )
+            return self.params[name]
+
+        return BRACES.sub(one, s)
 
     def parse(self) -> Program:
         stages: List[StageDef] = []
