@@ -39,8 +39,7 @@ use wbuild_frontend_dockerfile::bindings::wbuild::frontend::types::{
     Diagnostic, Input, Location, Translation,
 };
 use wbuild_frontend_dockerfile::compile::{self, Host, HostImports};
-use wbuild_frontend_dockerfile::items::{Fragments, Item};
-use wbuild_parser::Warning;
+use wbuild_frontend_dockerfile::items::{Fragments, Walk};
 
 /// The keywords this syntax adds to the Dockerfile's.
 pub const KEYWORDS: &[&str] = &["if", "else", "done", "end", "include"];
@@ -84,7 +83,7 @@ impl Fragments for ExtFragments {
         name: &str,
         source: &str,
         included_from: &[Location],
-        walk: &mut dyn FnMut(&[Item<'_>], char, &[Warning]),
+        walk: &mut Walk<'_>,
     ) -> Result<(), Vec<Diagnostic>> {
         let tree = wbuild_parser::parse_with(source, &parse_options()).map_err(|e| {
             let mut d = compile::parse_diagnostic(name, e);

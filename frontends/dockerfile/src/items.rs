@@ -22,6 +22,10 @@ pub enum Item<'a> {
     Include(&'a Node),
 }
 
+/// How the compiler takes a parsed fragment: its items, its escape character, its parse
+/// warnings.
+pub type Walk<'w> = dyn FnMut(&[Item<'_>], char, &[Warning]) + 'w;
+
 /// What a syntax with `INCLUDE` gives the compiler: turning a fragment's text into items.
 pub trait Fragments {
     /// Parses `source`, the text of the fragment `name` (its path in the build context), builds
@@ -32,7 +36,7 @@ pub trait Fragments {
         name: &str,
         source: &str,
         included_from: &[Location],
-        walk: &mut dyn FnMut(&[Item<'_>], char, &[Warning]),
+        walk: &mut Walk<'_>,
     ) -> Result<(), Vec<Diagnostic>>;
 }
 

@@ -64,6 +64,33 @@ fn render_one(d: &Diagnostic, source: &str, warning: bool) -> String {
     out
 }
 
+/// The byte range of the diagnostic's text on its line (or from its column to the line end).
+fn span_of(source: &str, d: &Diagnostic) -> Option<std::ops::Range<usize>> {
+    let line_start: usize = source
+        .split_inclusive('\n')
+        .take(d.line.checked_sub(1)? as usize)
+        .map(str::len)
+        .sum();
+    if d.line as usize > source.split_inclusive('\n').count() {
+        return None;
+    }
+    let line = source[line_start..].lines().next().unwrap_or("");
+    let col = line
+        .char_indices()
+        .nth(d.column.saturating_sub(1) as usize)
+        .map_or(0, |(i, _)| i);
+    let first_text_line = d.text.lines().next().unwrap_or("");
+    let (start, len) = match line[col..].find(first_text_line) {
+        Some(i) if !first_text_line.is_empty() => (col + i, first_text_line.len()),
+        _ => match line.find(first_text_line) {
+            Some(i) if !first_text_line.is_empty() => (i, first_text_line.len()),
+            _ => (col, line.len() - col),
+        },
+    };
+    let begin = (line_start + start).min(source.len());
+    Some(begin..(begin + len.max(1)).min(source.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,31 +131,4 @@ mod tests {
             "{out}"
         );
     }
-}
-
-/// The byte range of the diagnostic's text on its line (or from its column to the line end).
-fn span_of(source: &str, d: &Diagnostic) -> Option<std::ops::Range<usize>> {
-    let line_start: usize = source
-        .split_inclusive('\n')
-        .take(d.line.checked_sub(1)? as usize)
-        .map(str::len)
-        .sum();
-    if d.line as usize > source.split_inclusive('\n').count() {
-        return None;
-    }
-    let line = source[line_start..].lines().next().unwrap_or("");
-    let col = line
-        .char_indices()
-        .nth(d.column.saturating_sub(1) as usize)
-        .map_or(0, |(i, _)| i);
-    let first_text_line = d.text.lines().next().unwrap_or("");
-    let (start, len) = match line[col..].find(first_text_line) {
-        Some(i) if !first_text_line.is_empty() => (col + i, first_text_line.len()),
-        _ => match line.find(first_text_line) {
-            Some(i) if !first_text_line.is_empty() => (i, first_text_line.len()),
-            _ => (col, line.len() - col),
-        },
-    };
-    let begin = (line_start + start).min(source.len());
-    Some(begin..(begin + len.max(1)).min(source.len()))
 }

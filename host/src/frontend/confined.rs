@@ -309,7 +309,7 @@ mod tests {
                 let mut i = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 200_000 {
                     let tmp = c.join(format!("tmp{}", i % 2));
-                    let target = if i % 2 == 0 {
+                    let target = if i.is_multiple_of(2) {
                         out.clone()
                     } else {
                         "real".into()
