@@ -1,13 +1,14 @@
 //! COPY and ADD: the step's inputs for its cache key (context file digests, source stages and
-//! images, fetched URLs) and the step itself, which stages the copied files ([`super::staging`])
-//! and writes them as a layer.
+//! images, fetched URLs, resolved git commits) and the step itself, which stages the copied files
+//! ([`super::staging`]) and writes them as a layer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::bail;
 
-use super::{Builder, StageState, remote, staging};
+use super::{Builder, StageState, git, remote, staging};
+use crate::context::{Context, IgnoreRules};
 use crate::ir::{CopyOp, CopySource, Source};
 use crate::solve::{LayerRef, StepInputs};
 
@@ -19,9 +20,13 @@ impl Builder<'_> {
     ) -> anyhow::Result<StepInputs> {
         let mut inputs = StepInputs::default();
         for s in &copy.sources {
-            if let CopySource::Url(url) = s {
-                let d = self.download(url, copy)?;
-                inputs.remote.push(format!("{url} {} {}", d.name, d.digest));
+            match s {
+                CopySource::Url(url) => {
+                    let d = self.download(url, copy)?;
+                    inputs.remote.push(format!("{url} {} {}", d.name, d.digest));
+                }
+                CopySource::Git(url) => inputs.remote.push(self.git_commit(url, copy)?.key()),
+                _ => {}
             }
         }
         if matches!(copy.from, Source::Context) {
@@ -64,6 +69,34 @@ impl Builder<'_> {
         Ok(d)
     }
 
+    /// The commit `ADD <git URL>` resolves to, asked of the remote once per build.
+    pub(super) fn git_commit(&self, url: &str, copy: &CopyOp) -> anyhow::Result<git::Resolved> {
+        if let Some(r) = self.git_commits.lock().unwrap().get(url) {
+            return Ok(r.clone());
+        }
+        if copy.sources.len() != 1 {
+            bail!("ADD {url}: a git repository must be the only source of its ADD");
+        }
+        let add = copy.add.as_ref();
+        let checksum = add.and_then(|a| a.checksum.as_deref());
+        let keep = add.is_some_and(|a| a.keep_git_dir);
+        let id = self.progress.step_started(&format!("resolving {url}"));
+        match git::resolve(url, checksum, keep) {
+            Ok(r) => {
+                self.progress.step_done(id);
+                self.git_commits
+                    .lock()
+                    .unwrap()
+                    .insert(url.to_string(), r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                self.progress.step_failed(id, &format!("{e:#}"));
+                Err(e)
+            }
+        }
+    }
+
     pub(super) fn copy_step(
         &self,
         state: &mut StageState,
@@ -71,8 +104,19 @@ impl Builder<'_> {
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<Option<LayerRef>> {
         let parent = self.rootfs(state)?;
-        let source_ctx = self.source_root(&copy.from, deps)?;
+        let mut source_ctx = self.source_root(&copy.from, deps)?;
+        // A git source is copied like a directory of the build context: its tree's contents.
+        let mut git_sources = Vec::new();
+        let mut _checkout = None;
+        if let Some(CopySource::Git(url)) = copy.sources.first() {
+            let resolved = self.git_commit(url, copy)?;
+            let co = git::checkout(&resolved, url, &self.store.tmp_dir())?;
+            source_ctx = Some(Context::with_rules(&co.root, IgnoreRules::default())?);
+            git_sources.push("/".to_string());
+            _checkout = Some(co);
+        }
         let from = source_ctx.as_ref().unwrap_or(&self.context);
+        let from_context = matches!(copy.from, Source::Context) && git_sources.is_empty();
         let unpack_urls = copy.add.as_ref().and_then(|a| a.unpack) == Some(true);
         let mut downloads = Vec::new();
         for s in &copy.sources {
@@ -102,7 +146,8 @@ impl Builder<'_> {
                 _ => None,
             })
             .collect();
-        let sources = path_sources(copy)?;
+        let mut sources = path_sources(copy)?;
+        sources.extend(git_sources);
         let workdir = state
             .config
             .image()
@@ -116,7 +161,7 @@ impl Builder<'_> {
         staging::stage_copy(
             &staging::CopyRequest {
                 from,
-                from_context: matches!(copy.from, Source::Context),
+                from_context,
                 sources: &sources,
                 inline: &inline,
                 excludes: &copy.excludes,
@@ -134,19 +179,14 @@ impl Builder<'_> {
     }
 }
 
-/// The path sources of a COPY; remote sources are refused until network support exists.
+/// The path sources of a COPY or ADD (URLs, git repositories and heredocs are handled apart).
 pub(super) fn path_sources(copy: &CopyOp) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for s in &copy.sources {
-        match s {
-            CopySource::Path(p) => out.push(p.clone()),
-            CopySource::Inline(_) => {}
-            CopySource::Url(_) => {}
-            CopySource::Git(u) => bail!(
-                "ADD {u}: git sources are not supported by `wbuild build` yet; clone the \
-                 repository into the build context and COPY it"
-            ),
-        }
-    }
-    Ok(out)
+    Ok(copy
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            CopySource::Path(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect())
 }

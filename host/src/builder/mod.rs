@@ -16,11 +16,13 @@ mod base;
 mod config;
 mod copy;
 mod export;
+mod git;
 mod mounts;
 mod options;
 mod remote;
 mod rootfs;
 mod run;
+mod ssh;
 mod staging;
 mod workdir;
 
@@ -69,6 +71,8 @@ pub struct Builder<'a> {
     stacks: OnceLock<Option<Stacks>>,
     /// Files `ADD <url>` fetched in this build, by URL.
     downloads: Mutex<HashMap<String, Arc<remote::Download>>>,
+    /// Commits `ADD <git URL>` resolved to in this build, by URL.
+    git_commits: Mutex<HashMap<String, git::Resolved>>,
     /// Where base images come from: the store, then the registry.
     images: Arc<Images>,
     registry: Option<Arc<Registry>>,
@@ -93,6 +97,7 @@ impl<'a> Builder<'a> {
             progress,
             stacks: OnceLock::new(),
             downloads: Mutex::new(HashMap::new()),
+            git_commits: Mutex::new(HashMap::new()),
             images: Arc::new(Images::offline(store.clone())),
             registry: None,
         })

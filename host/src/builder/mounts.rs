@@ -178,9 +178,10 @@ impl Builder<'_> {
 }
 
 /// What a RUN's mounts hold on to until the command ends: copies and private caches (removed
-/// afterwards) and cache-mount locks.
+/// afterwards), cache-mount locks and ssh agent proxies.
 #[derive(Default)]
 pub(super) struct MountResources {
     pub(super) dirs: Vec<tempfile::TempDir>,
     pub(super) locks: Vec<crate::store::LockGuard>,
+    pub(super) proxies: Vec<super::ssh::AgentProxy>,
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use anyhow::{Context as _, bail};
 
 use super::mounts::MountResources;
+use super::ssh::AgentProxy;
 use super::{Builder, StageState};
 use crate::exec::{self, ExtraMount, RunSpec};
 use crate::image::config::DEFAULT_PATH;
@@ -141,18 +142,21 @@ impl Builder<'_> {
                         }
                         continue;
                     };
-                    // The agent's socket is bound into the container; the first ssh mount is
+                    // A proxy socket of the step's own is bound into the container; the first ssh mount is
                     // the one SSH_AUTH_SOCK names, as in BuildKit. Never part of the key.
                     if !ssh_env_set {
                         env.retain(|(k, _)| k != "SSH_AUTH_SOCK");
                         env.push(("SSH_AUTH_SOCK".into(), s.target.clone()));
                         ssh_env_set = true;
                     }
+                    let proxy =
+                        AgentProxy::start(&socket.1, &self.store.tmp_dir(), s.uid, s.gid, s.mode)?;
                     mounts.push(ExtraMount::Bind {
-                        source: socket.1.clone(),
+                        source: proxy.socket().to_path_buf(),
                         target: s.target.clone(),
                         readonly: false,
                     });
+                    keep.proxies.push(proxy);
                 }
             }
         }
