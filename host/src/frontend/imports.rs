@@ -88,9 +88,10 @@ impl wbuild::frontend::host::Host for CallState {
 
 impl wbuild::frontend::types::Host for CallState {}
 
-/// Read `path` relative to `root` without leaving it (see [`super::confined`]).
+/// Read `path` relative to `root` without leaving it, even while symlinks in it are swapped
+/// (see `sys::read_confined`).
 pub fn read_in_root(root: &std::path::Path, path: &str) -> Result<Vec<u8>, String> {
-    super::confined::read_in_root(root, path, MAX_CONTEXT_FILE)
+    crate::sys::read_confined(root, path, MAX_CONTEXT_FILE)
 }
 
 /// `input.context-path`: the build file's path relative to the context root, when it lies

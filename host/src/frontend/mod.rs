@@ -8,7 +8,6 @@
 
 pub mod bindings;
 mod cache;
-mod confined;
 pub mod embedded;
 mod imports;
 mod wasi;
@@ -24,7 +23,7 @@ use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{Diagnostic, FrontendInfo, Input, Translation};
-pub use cache::{ArtifactInfo, CachedArtifact, LoadKind};
+pub use cache::{CachedArtifact, LoadKind};
 use imports::CallState;
 pub use imports::{EmptyImages, FilesRead, ImageResolver, context_path};
 pub use wasi::ALLOWED_IMPORTS;
@@ -72,7 +71,9 @@ pub struct Frontend {
 /// What the host passes to a call besides the input.
 #[derive(Clone)]
 pub struct CallContext {
+    /// Answers the frontend's `resolve-image-config` calls.
     pub images: Arc<dyn ImageResolver>,
+    /// The build context, for `read-context-file` (None: the frontend reads no files).
     pub context_dir: Option<PathBuf>,
     /// Filled with the files the frontend read (`read-context-file`), so that diagnostics in
     /// an included fragment can show its line.

@@ -1,5 +1,7 @@
-//! Reading a file of the build context for a frontend (`read-context-file`) without ever
-//! leaving the context, even while someone swaps symlinks in it.
+//! Reading a file below a root (a build context, for a frontend's `read-context-file`) without
+//! ever leaving the root, even while someone swaps symlinks in it. Unlike
+//! [`resolve_in_root`](super::resolve_in_root), which resolves a path by name, this holds
+//! descriptors, so a concurrent rename cannot redirect it.
 //!
 //! The path is resolved by the kernel with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`
 //! from a descriptor of the root: every symlink and `..` is resolved as if the root were `/`,
@@ -21,7 +23,7 @@ const MAX_SYMLINKS: usize = 40;
 /// Read `path` (relative to `root`; a leading `/` is the root) confined to `root`: `..`
 /// components are refused, symlinks resolve inside the root, and at most `limit` bytes of a
 /// regular file are returned. Errors are for the user and start with `path`.
-pub fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Vec<u8>, String> {
+pub(crate) fn read_in_root(root: &Path, path: &str, limit: u64) -> Result<Vec<u8>, String> {
     let rel = path.trim_start_matches('/');
     if rel.split('/').any(|c| c == "..") {
         return Err(format!(
@@ -76,7 +78,7 @@ const DIR_FLAGS: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXE
 const FILE_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY;
 
 /// Opens `rel` below the directory `root` for reading, resolving in-root.
-pub fn open_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
+pub(crate) fn open_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
     match openat2_in_root(root, rel) {
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
             walk_in_root(root, rel)
