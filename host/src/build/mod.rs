@@ -74,6 +74,9 @@ pub struct BuildOptions {
     pub cache_to: Vec<CacheTarget>,
     /// `--memory`, `--pids-limit`: cgroup limits of every RUN.
     pub limits: exec::ResourceLimits,
+    /// `--add-host NAME:IP`: /etc/hosts lines of every RUN (the names are in the cache key, the
+    /// addresses not, as in BuildKit).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 /// Where the value of a `--secret` comes from. Read only when a step mounts it.
@@ -155,6 +158,8 @@ pub struct Builder<'a> {
     /// Where base images come from: the store, then the registry.
     images: Arc<Images>,
     registry: Option<Arc<Registry>>,
+    /// The network namespace the default-network RUN steps share, made by the first of them.
+    network: exec::netns::SharedNetwork,
 }
 
 impl<'a> Builder<'a> {
@@ -178,6 +183,7 @@ impl<'a> Builder<'a> {
             downloads: Mutex::new(HashMap::new()),
             images: Arc::new(Images::offline(store.clone())),
             registry: None,
+            network: Default::default(),
         })
     }
 
@@ -688,8 +694,16 @@ impl<'a> Builder<'a> {
         let ovl_work = work.path().join("work");
         std::fs::create_dir_all(&upper)?;
         std::fs::create_dir_all(&ovl_work)?;
+        let state_dir = crate::check::exec_state_dir(self.store);
+        let network = match run.network {
+            Network::None => exec::Network::None,
+            Network::Host => exec::Network::Host,
+            Network::Default => exec::Network::UserMode {
+                netns: self.network.netns(&state_dir)?,
+            },
+        };
         let spec = RunSpec {
-            state_dir: crate::check::exec_state_dir(self.store),
+            state_dir,
             rootfs_lowers: lowers,
             upper: upper.clone(),
             work: ovl_work,
@@ -702,12 +716,12 @@ impl<'a> Builder<'a> {
                 .unwrap_or("/".into()),
             user: cfg.user.clone().unwrap_or_default(),
             hostname: "wbuild".into(),
-            network: match run.network {
-                Network::None => exec::Network::None,
-                Network::Host => exec::Network::Host,
-            },
+            network,
             mounts,
             limits: self.opts.limits,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            // Refused before the build unless the user allowed it (graph::entitlements).
+            privileged: run.security == crate::frontend::bindings::Security::Insecure,
         };
         let outcome = exec::run(&spec, &mut |chunk: &[u8]| {
             self.progress.step_output(id, chunk)
@@ -989,7 +1003,15 @@ impl Builder<'_> {
         run: &RunOp,
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StepInputs> {
-        let mut inputs = StepInputs::default();
+        let mut inputs = StepInputs {
+            extra_hosts: self
+                .opts
+                .extra_hosts
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect(),
+            ..Default::default()
+        };
         let mut context_paths = Vec::new();
         for m in &run.mounts {
             let (from, path) = match m {

@@ -209,6 +209,20 @@ pub struct BuildOpts {
     #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub pids_limit: Option<u64>,
 
+    /// Network of every RUN that does not choose one with `RUN --network`: `default` (outbound
+    /// network through slirp4netns), `none`, or `host` (needs `--allow network.host`)
+    #[arg(long, value_name = "default|none|host", default_value = "default")]
+    pub network: String,
+
+    /// Grant an entitlement: `network.host` (RUN --network=host, --network host) or
+    /// `security.insecure` (RUN --security=insecure) (repeatable)
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+
+    /// Add a line to every RUN's /etc/hosts: NAME:IP (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+
     /// Write the image ID (the config digest) to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
@@ -398,6 +412,8 @@ fn read_build_file(opts: &BuildOpts) -> anyhow::Result<(PathBuf, String)> {
 /// A translated, validated graph and what produced it.
 struct Planned {
     file_name: String,
+    /// The build file's text, for diagnostics after translation.
+    source: String,
     frontend: String,
     translation: crate::frontend::Translation,
 }
@@ -459,6 +475,7 @@ fn translate(
     }
     Ok(Planned {
         file_name,
+        source,
         frontend: format!("{} ({})", fe.label, fe.digest),
         translation,
     })
@@ -472,7 +489,8 @@ fn plan(root: &Path, opts: &PlanOpts, reg: Arc<crate::registry::Registry>) -> an
         opts.build.pull.then_some(reg.clone()),
         opts.build.pull,
     ));
-    let planned = translate(root, &opts.build, images.clone(), &reg)?;
+    let mut planned = translate(root, &opts.build, images.clone(), &reg)?;
+    run_policy(&opts.build, &mut planned, false)?;
     let plan = graph::Plan::new(
         &planned.file_name,
         &planned.frontend,
@@ -484,11 +502,47 @@ fn plan(root: &Path, opts: &PlanOpts, reg: Arc<crate::registry::Registry>) -> an
             // Every image reference the frontend resolved, pinned by digest.
             let mut v: serde_json::Value = serde_json::from_str(&plan.to_json())?;
             v["images"] = serde_json::to_value(images.resolutions())?;
+            v["run"] = serde_json::json!({
+                "network": opts.build.network,
+                "allow": opts.build.allow,
+                "add_hosts": opts.build.add_hosts,
+            });
             println!("{}", serde_json::to_string_pretty(&v)?)
         }
         PlanFormat::Dot => print!("{}", plan.to_dot()),
     }
     Ok(())
+}
+
+/// `--network`, `--allow`, `--add-host`: resolves every RUN's network against `--network` and,
+/// for a build (`enforce`), refuses RUN steps the entitlements do not allow (with their
+/// file:line:col) and a missing network helper, before any step runs. Returns the extra hosts.
+fn run_policy(
+    opts: &BuildOpts,
+    planned: &mut Planned,
+    enforce: bool,
+) -> anyhow::Result<Vec<(String, std::net::IpAddr)>> {
+    use graph::entitlements as ent;
+    let network = ent::parse_network(&opts.network)?;
+    let allowed = ent::Entitlements::parse(&opts.allow)?;
+    let hosts = opts
+        .add_hosts
+        .iter()
+        .map(|h| ent::parse_add_host(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let graph = &mut planned.translation.graph;
+    if enforce {
+        let refused = ent::refused(graph, &planned.file_name, network, allowed);
+        if !refused.is_empty() {
+            let text = diagnostics::render(&refused, &planned.source, false);
+            return Err(Reported(text).into());
+        }
+    }
+    ent::apply_default_network(graph, network);
+    if enforce && ent::needs_user_network(graph) {
+        crate::exec::netns::require_helper()?;
+    }
+    Ok(hosts)
 }
 
 /// `--secret id=ID,src=PATH` | `id=ID,env=VAR` | `id=ID` (the variable `ID`), as Docker
@@ -590,7 +644,8 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         Some(reg.clone()),
         opts.pull,
     ));
-    let planned = translate(root, opts, images.clone(), &reg)?;
+    let mut planned = translate(root, opts, images.clone(), &reg)?;
+    let extra_hosts = run_policy(opts, &mut planned, true)?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
@@ -607,6 +662,7 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
     };
     let build_opts = crate::build::BuildOptions {
         limits,
+        extra_hosts,
         jobs: opts
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
