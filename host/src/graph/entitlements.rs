@@ -206,7 +206,7 @@ mod tests {
         let d = refused(&g, "Dockerfile", Network::Host, none);
         assert_eq!(
             d.iter()
-                .filter(|d| d.message.contains("command line"))
+                .filter(|d| d.message.contains("`--network host` on the command line"))
                 .count(),
             1
         );
