@@ -18,6 +18,7 @@ pub struct ResourceLimits {
 }
 
 impl ResourceLimits {
+    /// No limit is set.
     pub fn is_empty(&self) -> bool {
         self.memory.is_none() && self.pids.is_none()
     }

@@ -355,7 +355,7 @@ pub fn find_stale(state_dir: &Path) -> Result<Vec<StaleNetwork>> {
             .to_string();
         ids.insert(id);
     }
-    let mounts = super::mounts_under(&dir)?;
+    let mounts = crate::snapshot::mounts_under(&dir)?;
     Ok(ids
         .into_iter()
         .map(|id| {
@@ -377,7 +377,7 @@ pub fn remove_stale(stale: &StaleNetwork) -> Result<()> {
     }
     // A namespace may have been mounted there more than once (stacked mounts).
     for _ in 0..8 {
-        if !super::mounts_under(&stale.path)?.contains(&stale.path) {
+        if !crate::snapshot::mounts_under(&stale.path)?.contains(&stale.path) {
             return remove_files(&stale.path);
         }
         detach(&stale.path)?;

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::overlay::{find_runc, mounts_under, unmount};
+use super::detect::find_runc;
+use crate::snapshot::{mounts_under, unmount};
 
 /// What a dead run left behind under a state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,16 +20,6 @@ pub enum StaleRun {
     RuncState { id: String, path: PathBuf },
     /// A build's network namespace (`netns/<id>`), maybe still mounted and served by a helper.
     Network(super::netns::StaleNetwork),
-}
-
-impl StaleRun {
-    /// The path to show the user.
-    pub fn path(&self) -> &Path {
-        match self {
-            StaleRun::Bundle { path, .. } | StaleRun::RuncState { path, .. } => path,
-            StaleRun::Network(n) => &n.path,
-        }
-    }
 }
 
 fn dir_entries(dir: &Path) -> Result<Vec<PathBuf>> {

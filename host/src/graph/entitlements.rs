@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use super::reachable;
 use crate::frontend::Diagnostic;
-use crate::frontend::bindings::{Graph, Network, Op, Security};
+use crate::ir::{Graph, Network, Op, Security};
 
 /// What `--allow` granted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,15 +55,6 @@ pub fn effective(run: Network, cli: Network) -> Network {
     match run {
         Network::Default => cli,
         explicit => explicit,
-    }
-}
-
-/// The name `--network` / `RUN --network` use for a mode.
-pub fn network_name(n: Network) -> &'static str {
-    match n {
-        Network::Default => "default",
-        Network::None => "none",
-        Network::Host => "host",
     }
 }
 
@@ -158,8 +149,8 @@ pub fn parse_add_host(spec: &str) -> Result<(String, IpAddr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::bindings::{OpNode, RunOp};
     use crate::graph::testing::{span, stage};
+    use crate::ir::{OpNode, RunOp};
 
     fn run_graph(runs: &[(Network, Security)]) -> Graph {
         let mut s = stage(crate::graph::testing::image(), &[]);

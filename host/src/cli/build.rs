@@ -1,0 +1,208 @@
+//! `wbuild build` and `wbuild plan`: the options turned into a [`Request`] and
+//! [`BuildOptions`], the session called, the result printed.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use super::args::{BuildOpts, PlanFormat, PlanOpts};
+use super::parse::{parse_build_args, parse_output, parse_secret, parse_ssh, read_build_file};
+use super::{Reported, diagnostics};
+use crate::builder::{BuildOptions, Output};
+use crate::ir::{host_platform, parse_platform};
+use crate::progress::Progress;
+use crate::registry::cache::{CacheSource, CacheTarget};
+use crate::session::{Rejected, Request, ResultFiles, Session};
+
+/// The frontend's inputs the options name.
+fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
+    Ok(Request {
+        frontend: opts.frontend.clone(),
+        file: read_build_file(opts)?,
+        context: opts.context.clone(),
+        build_args: parse_build_args(&opts.build_args)?,
+        target: opts.target.clone(),
+        platform: match &opts.platform {
+            Some(p) => parse_platform(p)?,
+            None => host_platform(),
+        },
+        pull: opts.pull,
+    })
+}
+
+/// A frontend's diagnostics rendered for the terminal; other errors as they are.
+fn rendered(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<Rejected>() {
+        Ok(r) => Reported(diagnostics::render(&r.diagnostics, &r.text, false)).into(),
+        Err(e) => e,
+    }
+}
+
+pub(super) fn plan(session: &Session, opts: &PlanOpts) -> anyhow::Result<()> {
+    let req = request(&opts.build)?;
+    let (mut planned, images) = session.plan(&req).map_err(rendered)?;
+    run_policy(&opts.build, &mut planned, false)?;
+    print_warnings(&planned);
+    let plan = crate::graph::Plan::new(
+        &planned.file_name,
+        &planned.frontend,
+        &planned.translation.graph,
+        &planned.translation.warnings,
+    );
+    match opts.format {
+        PlanFormat::Json => {
+            // Every image reference the frontend resolved, pinned by digest.
+            let mut v: serde_json::Value = serde_json::from_str(&plan.to_json())?;
+            v["images"] = serde_json::to_value(images)?;
+            v["run"] = serde_json::json!({
+                "network": opts.build.network,
+                "allow": opts.build.allow,
+                "add_hosts": opts.build.add_hosts,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
+        PlanFormat::Dot => print!("{}", plan.to_dot()),
+    }
+    Ok(())
+}
+
+/// `--network`, `--allow`, `--add-host`: resolves every RUN's network against `--network` and,
+/// for a build (`enforce`), refuses RUN steps the entitlements do not allow (with their
+/// file:line:col) and a missing network helper, before any step runs. Returns the extra hosts.
+fn run_policy(
+    opts: &BuildOpts,
+    planned: &mut crate::session::Planned,
+    enforce: bool,
+) -> anyhow::Result<Vec<(String, std::net::IpAddr)>> {
+    use crate::graph::entitlements as ent;
+    let network = ent::parse_network(&opts.network)?;
+    let allowed = ent::Entitlements::parse(&opts.allow)?;
+    let hosts = opts
+        .add_hosts
+        .iter()
+        .map(|h| ent::parse_add_host(h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let graph = &mut planned.translation.graph;
+    if enforce {
+        let refused = ent::refused(graph, &planned.file_name, network, allowed);
+        if !refused.is_empty() {
+            let text = diagnostics::render(&refused, &planned.source, false);
+            return Err(Reported(text).into());
+        }
+    }
+    ent::apply_default_network(graph, network);
+    if enforce && ent::needs_user_network(graph) {
+        crate::exec::netns::require_helper()?;
+    }
+    Ok(hosts)
+}
+
+fn print_warnings(planned: &crate::session::Planned) {
+    if !planned.translation.warnings.is_empty() {
+        eprint!(
+            "{}",
+            diagnostics::render(&planned.translation.warnings, &planned.source, true)
+        );
+    }
+}
+
+/// The build's options, every value checked before the store is touched.
+fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
+    let mut outputs = opts
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if opts.push {
+        if opts.tags.is_empty() {
+            bail!("--push needs a name to push to: add -t NAME[:TAG]");
+        }
+        for t in &opts.tags {
+            outputs.push(Output::Registry(t.clone()));
+        }
+    }
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?),
+        _ => None,
+    };
+    let limits = crate::exec::ResourceLimits {
+        memory: opts
+            .memory
+            .as_deref()
+            .map(crate::exec::parse_memory)
+            .transpose()?,
+        pids: opts.pids_limit,
+    };
+    Ok(BuildOptions {
+        limits,
+        extra_hosts: Vec::new(),
+        jobs: opts
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        no_cache: opts.no_cache,
+        tags: opts.tags.clone(),
+        outputs,
+        source_date_epoch,
+        platform: match &opts.platform {
+            Some(p) => parse_platform(p)?,
+            None => host_platform(),
+        },
+        file_name: String::new(),
+        compression: opts.compression.with_level(opts.compression_level)?,
+        ssh: opts
+            .ssh
+            .iter()
+            .map(|s| parse_ssh(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        secrets: opts
+            .secrets
+            .iter()
+            .map(|s| parse_secret(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_from: opts
+            .cache_from
+            .iter()
+            .map(|s| CacheSource::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_to: opts
+            .cache_to
+            .iter()
+            .map(|s| CacheTarget::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    })
+}
+
+pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
+    let mut build_opts = build_options(opts)?;
+    let req = request(opts)?;
+    let mut prepared = session.prepare(&req).map_err(rendered)?;
+    build_opts.extra_hosts = run_policy(opts, &mut prepared.planned, true)?;
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
+    print_warnings(&prepared.planned);
+    let files = ResultFiles {
+        iidfile: opts.iidfile.clone(),
+        metadata_file: opts.metadata_file.clone(),
+    };
+    let progress = Progress::stderr(opts.progress);
+    // The live view ends before anything else is printed, the error of a failed build included.
+    let result = match prepared.build(build_opts, &files, Arc::clone(&progress)) {
+        Ok(r) => r,
+        Err(e) => {
+            progress.finish();
+            return Err(e);
+        }
+    };
+    progress.message(&format!(
+        "built {} ({} steps ran, {} cached)",
+        result.manifest_digest, result.ran, result.cached
+    ));
+    for t in &opts.tags {
+        progress.message(&format!("named {t}"));
+    }
+    progress.finish();
+    Ok(())
+}
