@@ -674,8 +674,8 @@ fn run_sees_no_host_files_processes_network_or_descriptors() {
          RUN cat {marker} > /read 2>&1; echo rc=$? >> /read; \
              find / -xdev -name marker > /found 2>/dev/null; true\n\
          RUN for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done > /procs\n\
-         RUN (nc -w 2 127.0.0.1 {port} </dev/null; echo rc=$?) > /net 2>&1; \
-             cat /proc/net/dev > /ifaces\n\
+         RUN (nc -w 2 127.0.0.1 {port} </dev/null; echo rc=$?) > /net 2>&1\n\
+         RUN --network=none cat /proc/net/dev > /ifaces\n\
          RUN ls /proc/self/fd > /fds\n\
          RUN mkdir -p {hp}/new && echo x > {marker}\n",
         hp = host.path().display()
@@ -703,7 +703,7 @@ fn run_sees_no_host_files_processes_network_or_descriptors() {
         procs.lines().filter(|l| !l.trim().is_empty()).count() <= 3,
         "{procs}"
     );
-    // No network: the host's listener is unreachable and only `lo` exists.
+    // The default network does not reach the host's loopback; `--network=none` has only `lo`.
     let net = read(&fs.join("net"));
     assert!(!net.contains("rc=0"), "connected to the host: {net}");
     assert!(

@@ -66,7 +66,32 @@ fn named_stages_skip_the_unused_one() {
             "chmod +x hello.sh && ./hello.sh > /out.txt"
         ])
     );
-    assert_eq!(build[2]["Run"]["network"], "None");
+    assert_eq!(build[2]["Run"]["network"], "Default");
+    assert_eq!(build[2]["Run"]["security"], "Sandbox");
+}
+
+#[test]
+fn the_command_line_network_shows_in_the_plan() {
+    let wb = common::Wbuild::new();
+    let plan = wb.plan(
+        "named-stages",
+        &[
+            "--network",
+            "none",
+            "--add-host",
+            "db:10.0.0.5",
+            "--allow",
+            "network.host",
+        ],
+    );
+    assert_eq!(ops_of(&plan, 0)[2]["Run"]["network"], "None");
+    assert_eq!(
+        plan["run"],
+        json!({"network": "none", "allow": ["network.host"], "add_hosts": ["db:10.0.0.5"]})
+    );
+    let dir = common::repo().join("examples/named-stages");
+    let err = wb.fails(&["plan", "--network", "bridge", dir.to_str().unwrap()]);
+    assert!(err.contains("--network \"bridge\""), "{err}");
 }
 
 fn ops_of(plan: &Value, index: u64) -> Vec<Value> {

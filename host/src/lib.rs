@@ -30,6 +30,8 @@
 //!     target: None,
 //!     platform: wbuild::ir::host_platform(),
 //!     pull: false,
+//!     network: wbuild::ir::Network::Default,
+//!     allow: Default::default(),
 //! };
 //! let prepared = session.prepare(&request)?; // sweep, GC lock, translate, validate
 //! let mut options = BuildOptions::new(request.platform.clone());

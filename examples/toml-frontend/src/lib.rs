@@ -269,7 +269,7 @@ fn translate(input: &Input) -> Result<Translation, Diagnostic> {
                 Op::Run(RunOp {
                     args: vec!["/bin/sh".into(), "-c".into(), r.get_ref().clone()],
                     extra_env: Vec::new(),
-                    network: Network::None,
+                    network: Network::Default,
                     security: Security::Sandbox,
                     mounts: Vec::new(),
                 }),

@@ -1152,9 +1152,10 @@ impl<'a> Compiler<'a> {
             ],
         )?;
         let network = match flags.string("network") {
-            None => Network::None,
+            None => Network::Default,
             Some(o) => match o.value.as_deref().unwrap_or_default() {
-                "default" | "none" => Network::None,
+                "default" => Network::Default,
+                "none" => Network::None,
                 "host" => Network::Host,
                 v => {
                     return Err(self.err_text(

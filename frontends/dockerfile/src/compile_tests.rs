@@ -163,7 +163,7 @@ fn basic_stage() {
     assert_eq!(s.ops[0].text, "RUN echo hi");
     assert_eq!(s.ops[0].span.line, 2);
     assert_eq!(runs(&t, 0)[0].args, sh("echo hi"));
-    assert_eq!(runs(&t, 0)[0].network, Network::None);
+    assert_eq!(runs(&t, 0)[0].network, Network::Default);
     assert_eq!(ops(&t, 0)[1], Op::Cmd(Some(vec!["sh".into()])));
 }
 
@@ -568,6 +568,24 @@ fn run_heredocs() {
 }
 
 #[test]
+fn run_network_modes() {
+    let t = ok(
+        "FROM alpine\nRUN a\nRUN --network=default b\nRUN --network=none c\n\
+                RUN --network=host d\n",
+    );
+    let modes: Vec<Network> = runs(&t, 0).iter().map(|r| r.network).collect();
+    assert_eq!(
+        modes,
+        [
+            Network::Default,
+            Network::Default,
+            Network::None,
+            Network::Host
+        ]
+    );
+}
+
+#[test]
 fn run_flags() {
     let src = "FROM alpine AS dep\nFROM golang:1.22\nARG CACHE=/root/.cache\nWORKDIR /src\n\
                RUN --network=host --security=insecure \
@@ -688,7 +706,7 @@ fn onbuild_and_triggers() {
         Op::Run(RunOp {
             args: sh("echo triggered"),
             extra_env: vec![],
-            network: Network::None,
+            network: Network::Default,
             security: Security::Sandbox,
             mounts: vec![],
         })

@@ -76,6 +76,8 @@ pub struct Builder<'a> {
     /// Where base images come from: the store, then the registry.
     images: Arc<Images>,
     registry: Option<Arc<Registry>>,
+    /// The network namespace the default-network RUN steps share, made by the first of them.
+    network: crate::exec::netns::SharedNetwork,
 }
 
 impl<'a> Builder<'a> {
@@ -100,6 +102,7 @@ impl<'a> Builder<'a> {
             git_commits: Mutex::new(HashMap::new()),
             images: Arc::new(Images::offline(store.clone())),
             registry: None,
+            network: Default::default(),
         })
     }
 

@@ -53,6 +53,9 @@ pub struct BuildOptions {
     pub cache_to: Vec<CacheTarget>,
     /// `--memory`, `--pids-limit`: cgroup limits of every RUN.
     pub limits: exec::ResourceLimits,
+    /// `--add-host NAME:IP`: /etc/hosts lines of every RUN (the names are in the cache key, the
+    /// addresses not, as in BuildKit).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
 }
 
 impl BuildOptions {
@@ -73,6 +76,7 @@ impl BuildOptions {
             cache_from: vec![],
             cache_to: vec![],
             limits: exec::ResourceLimits::default(),
+            extra_hosts: vec![],
         }
     }
 }

@@ -16,13 +16,22 @@ use crate::solve::{LayerRef, StepInputs};
 
 impl Builder<'_> {
     /// What a RUN reads besides its parent: the context files, stages and images its bind
-    /// mounts (and seeded cache mounts) take files from. Secrets never enter the key.
+    /// mounts (and seeded cache mounts) take files from, and the `--add-host` names (not their
+    /// addresses, as BuildKit). Secrets never enter the key.
     pub(super) fn run_inputs(
         &self,
         run: &RunOp,
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StepInputs> {
-        let mut inputs = StepInputs::default();
+        let mut inputs = StepInputs {
+            extra_hosts: self
+                .opts
+                .extra_hosts
+                .iter()
+                .map(|(n, _)| n.clone())
+                .collect(),
+            ..Default::default()
+        };
         let mut context_paths = Vec::new();
         for m in &run.mounts {
             let (from, path) = match m {
@@ -167,8 +176,16 @@ impl Builder<'_> {
         let ovl_work = work.path().join("work");
         std::fs::create_dir_all(&upper)?;
         std::fs::create_dir_all(&ovl_work)?;
+        let state_dir = self.store.exec_dir();
+        let network = match run.network {
+            Network::None => exec::Network::None,
+            Network::Host => exec::Network::Host,
+            Network::Default => exec::Network::UserMode {
+                netns: self.network.netns(&state_dir)?,
+            },
+        };
         let spec = RunSpec {
-            state_dir: self.store.exec_dir(),
+            state_dir,
             rootfs_lowers: lowers,
             upper: upper.clone(),
             work: ovl_work,
@@ -181,12 +198,12 @@ impl Builder<'_> {
                 .unwrap_or("/".into()),
             user: cfg.user.clone().unwrap_or_default(),
             hostname: "wbuild".into(),
-            network: match run.network {
-                Network::None => exec::Network::None,
-                Network::Host => exec::Network::Host,
-            },
+            network,
             mounts,
             limits: self.opts.limits,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            // Refused before the build unless the user allowed it (graph::entitlements).
+            privileged: run.security == crate::ir::Security::Insecure,
         };
         let outcome = exec::run(&spec, &mut |chunk: &[u8]| {
             self.progress.step_output(id, chunk)

@@ -96,6 +96,16 @@ impl fmt::Display for Leftover {
             Leftover::Run(StaleRun::RuncState { id, .. }) => {
                 write!(f, "runc container {id} (state of a dead build)")
             }
+            Leftover::Run(StaleRun::Network(n)) => {
+                write!(f, "RUN network namespace {}", n.path.display())?;
+                if n.mounted {
+                    write!(f, " (still mounted)")?;
+                }
+                match n.helper {
+                    Some(pid) => write!(f, " with its {} (pid {pid}) running", exec::netns::HELPER),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

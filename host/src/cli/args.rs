@@ -202,6 +202,20 @@ pub struct BuildOpts {
     #[arg(long = "pids-limit", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub pids_limit: Option<u64>,
 
+    /// Network of every RUN that does not choose one with `RUN --network`: `default` (outbound
+    /// network through slirp4netns), `none`, or `host` (needs `--allow network.host`)
+    #[arg(long, value_name = "default|none|host", default_value = "default")]
+    pub network: String,
+
+    /// Grant an entitlement: `network.host` (RUN --network=host, --network host) or
+    /// `security.insecure` (RUN --security=insecure) (repeatable)
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+
+    /// Add a line to every RUN's /etc/hosts: NAME:IP (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+
     /// Write the image ID (the config digest) to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

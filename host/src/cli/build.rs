@@ -27,6 +27,8 @@ fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
             None => host_platform(),
         },
         pull: opts.pull,
+        network: crate::graph::entitlements::parse_network(&opts.network)?,
+        allow: crate::session::Entitlements::parse(&opts.allow)?,
     })
 }
 
@@ -59,11 +61,24 @@ pub(super) fn plan(session: &Session, opts: &PlanOpts) -> anyhow::Result<()> {
             // Every image reference the frontend resolved, pinned by digest.
             let mut v: serde_json::Value = serde_json::from_str(&plan.to_json())?;
             v["images"] = serde_json::to_value(images)?;
+            v["run"] = serde_json::json!({
+                "network": opts.build.network,
+                "allow": opts.build.allow,
+                "add_hosts": opts.build.add_hosts,
+            });
             println!("{}", serde_json::to_string_pretty(&v)?)
         }
         PlanFormat::Dot => print!("{}", plan.to_dot()),
     }
     Ok(())
+}
+
+/// `--add-host NAME:IP` values, checked.
+fn extra_hosts(opts: &BuildOpts) -> anyhow::Result<Vec<(String, std::net::IpAddr)>> {
+    opts.add_hosts
+        .iter()
+        .map(|h| crate::graph::entitlements::parse_add_host(h))
+        .collect()
 }
 
 fn print_warnings(planned: &crate::session::Planned) {
@@ -111,6 +126,7 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
     };
     Ok(BuildOptions {
         limits,
+        extra_hosts: Vec::new(),
         jobs: opts
             .jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -148,8 +164,9 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
 }
 
 pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
-    let build_opts = build_options(opts)?;
+    let mut build_opts = build_options(opts)?;
     let req = request(opts)?;
+    build_opts.extra_hosts = extra_hosts(opts)?;
     let prepared = session.prepare(&req).map_err(rendered)?;
     for w in &prepared.warnings {
         eprintln!("warning: {w}");

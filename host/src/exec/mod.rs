@@ -2,12 +2,16 @@
 //! layers plus a writable upper dir, and streams its combined stdout/stderr back.
 //!
 //! Layout: [`spec`] builds the OCI runtime spec, the rootfs is an overlay mounted by
-//! [`crate::snapshot`], [`detect`] probes the host, [`user`] resolves `USER` strings against the rootfs, [`runner`] drives
-//! runc and cleans up on every path.
+//! [`crate::snapshot`], [`detect`] probes the host, [`user`] resolves `USER` strings against the
+//! rootfs, [`runner`] drives runc and cleans up on every path, [`netns`] owns a build's shared
+//! network namespace and its user-mode networking helper, [`privileged`] what
+//! `RUN --security=insecure` adds to the spec.
 
 mod cwd;
 mod detect;
 mod limits;
+pub mod netns;
+mod privileged;
 mod runner;
 mod spec;
 mod stale;
@@ -26,13 +30,16 @@ pub use stale::{StaleRun, find_stale, remove_stale};
 pub use user::{ResolvedUser, resolve_user};
 
 /// Network mode of a RUN step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Network {
     /// A fresh network namespace with only `lo` (Docker's `--network=none`).
     #[default]
     None,
     /// Share the host's network namespace; the host's /etc/resolv.conf is used.
     Host,
+    /// Join the build's network namespace at this path (a [`netns::UserNetwork`]): outbound
+    /// network through the helper, whose DNS forwarder /etc/resolv.conf names.
+    UserMode { netns: PathBuf },
 }
 
 /// An extra mount inside the container (RUN --mount).
@@ -80,6 +87,11 @@ pub struct RunSpec {
     pub mounts: Vec<ExtraMount>,
     /// cgroup limits (`--memory`, `--pids-limit`).
     pub limits: ResourceLimits,
+    /// Lines added to /etc/hosts (`--add-host NAME:IP`), in order.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `RUN --security=insecure` (allowed by the user): all capabilities, writable /sys, the
+    /// host's devices, no masked paths, as `docker run --privileged`.
+    pub privileged: bool,
 }
 
 /// Result of a finished RUN step.

@@ -199,8 +199,14 @@ fn prune_upper_parents(upper: &Path, parents: &[PathBuf]) {
     }
 }
 
-fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+/// /etc/hosts of a RUN: localhost, the hostname, then the `--add-host` entries.
+fn hosts_file(hostname: &str, extra: &[(String, std::net::IpAddr)]) -> String {
+    let mut out =
+        format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (name, ip) in extra {
+        out += &format!("{ip}\t{name}\n");
+    }
+    out
 }
 
 /// Error lines (`"level":"error"`) from runc's JSON log.
@@ -280,11 +286,14 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
     let files_dir = bundle.join("files");
     std::fs::create_dir(&files_dir)?;
     let hosts = files_dir.join("hosts");
-    std::fs::write(&hosts, hosts_file(hostname))?;
+    std::fs::write(&hosts, hosts_file(hostname, &spec.extra_hosts))?;
     let resolv_conf = files_dir.join("resolv.conf");
     let resolv = match spec.network {
         Network::Host => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
         Network::None => Vec::new(),
+        Network::UserMode { .. } => {
+            format!("nameserver {}\n", super::netns::NAMESERVER).into_bytes()
+        }
     };
     std::fs::write(&resolv_conf, resolv)?;
     for p in [&hosts, &resolv_conf] {

@@ -1,5 +1,6 @@
 //! The OCI runtime spec (config.json) of a RUN container, with Docker's defaults: capabilities,
-//! namespaces, /proc, /dev, /sys, masked and read-only paths, NOFILE rlimit.
+//! namespaces (the network one per [`Network`]), /proc, /dev, /sys, masked and read-only paths,
+//! NOFILE rlimit; a privileged RUN gets what [`super::privileged`] adds.
 
 use std::path::{Path, PathBuf};
 
@@ -97,10 +98,15 @@ pub(crate) fn build_spec(
     rootfs: &Path,
     files: &BundleFiles,
 ) -> Result<Spec> {
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPS.iter().copied().collect();
+    let caps: oci_spec::runtime::Capabilities = if run.privileged {
+        super::privileged::all_capabilities()?.into_iter().collect()
+    } else {
+        DEFAULT_CAPS.iter().copied().collect()
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
+        .inheritable(caps.clone())
         .permitted(caps)
         .build()?;
     let env: Vec<String> = run.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -170,7 +176,12 @@ pub(crate) fn build_spec(
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                if run.privileged { "rw" } else { "ro" },
+            ],
         )?,
         bind("/etc/hosts", &files.hosts, true)?,
         bind("/etc/resolv.conf", &files.resolv_conf, true)?,
@@ -208,51 +219,68 @@ pub(crate) fn build_spec(
         });
     }
 
-    let mut namespaces = vec![
+    let namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
     ];
-    if run.network == Network::None {
-        namespaces.push(LinuxNamespaceType::Network);
-    }
-    let namespaces = namespaces
+    let mut namespaces = namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<std::result::Result<Vec<_>, _>>()?;
+    match &run.network {
+        Network::None => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        ),
+        Network::Host => {}
+        // runc joins the build's namespace (setns) instead of making one.
+        Network::UserMode { netns } => namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .path(netns)
+                .build()?,
+        ),
+    }
     let mut resources = LinuxResourcesBuilder::default();
     resources = resources.devices(vec![
         LinuxDeviceCgroupBuilder::default()
-            .allow(false)
+            .allow(run.privileged)
             .access("rwm")
             .build()?,
     ]);
     if let Some(bytes) = run.limits.memory {
         let bytes = i64::try_from(bytes).context("--memory is too large")?;
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(bytes).build()?);
+        // swap is memory + swap in the OCI spec: equal to the limit means no swap on top, as
+        // Docker's default --memory-swap; a step over the limit is killed, swap or not.
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                .swap(bytes)
+                .build()?,
+        );
     }
     if let Some(n) = run.limits.pids {
         let n = i64::try_from(n).context("--pids-limit is too large")?;
         resources = resources.pids(LinuxPidsBuilder::default().limit(n).build()?);
     }
     let resources = resources.build()?;
-    let linux = LinuxBuilder::default()
+    let (masked, readonly): (&[&str], &[&str]) = if run.privileged {
+        (&[], &[])
+    } else {
+        (&MASKED_PATHS, &READONLY_PATHS)
+    };
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .masked_paths(
-            MASKED_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .readonly_paths(
-            READONLY_PATHS
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .resources(resources)
-        .build()?;
+        .masked_paths(masked.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(readonly.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .resources(resources);
+    if run.privileged {
+        linux = linux.devices(super::privileged::host_devices(Path::new("/dev"))?);
+    }
+    let linux = linux.build()?;
 
     Ok(SpecBuilder::default()
         .version("1.0.2")

@@ -1,5 +1,6 @@
 //! Owns the clean-up of RUN containers whose wbuild process died (kill -9, power loss): their
-//! runc state, the overlay mounts of their bundles and the bundle directories. Only call this
+//! runc state, the overlay mounts of their bundles and the bundle directories, and their network
+//! namespaces with the helpers serving them ([`super::netns`]). Only call this
 //! when no live wbuild can be using the state directory (the store's GC lock held exclusively).
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,8 @@ pub enum StaleRun {
     Bundle { path: PathBuf, mounts: Vec<PathBuf> },
     /// runc's state for a container (`runc/<id>`): the container may still be running.
     RuncState { id: String, path: PathBuf },
+    /// A build's network namespace (`netns/<id>`), maybe still mounted and served by a helper.
+    Network(super::netns::StaleNetwork),
 }
 
 fn dir_entries(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -54,6 +57,9 @@ pub fn find_stale(state_dir: &Path) -> Result<Vec<StaleRun>> {
         let mounts = mounts_under(&path)?;
         out.push(StaleRun::Bundle { path, mounts });
     }
+    for n in super::netns::find_stale(&state_dir)? {
+        out.push(StaleRun::Network(n));
+    }
     Ok(out)
 }
 
@@ -62,6 +68,7 @@ pub fn find_stale(state_dir: &Path) -> Result<Vec<StaleRun>> {
 pub fn remove_stale(state_dir: &Path, stale: &StaleRun) -> Result<()> {
     let state_dir = std::path::absolute(state_dir)?;
     match stale {
+        StaleRun::Network(n) => super::netns::remove_stale(n)?,
         StaleRun::RuncState { id, path } => {
             if let Some(runc) = find_runc() {
                 let _ = Command::new(runc)

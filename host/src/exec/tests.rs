@@ -82,6 +82,8 @@ impl Env {
             network: Network::None,
             mounts: vec![],
             limits: Default::default(),
+            extra_hosts: vec![],
+            privileged: false,
         }
     }
     /// Run and check that nothing is left behind on the host.

@@ -1,6 +1,8 @@
 //! The stage graph between frontend and solver: validation of what a frontend returned, and
-//! pruning to the stages the target needs. Every frontend gets both for free.
+//! pruning to the stages the target needs. Every frontend gets both for free. What the user
+//! allows the graph's RUN steps is in [`entitlements`].
 
+pub mod entitlements;
 pub mod origin;
 mod plan;
 

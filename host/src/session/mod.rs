@@ -20,6 +20,8 @@ use anyhow::Context as _;
 
 use crate::builder::{BuildOptions, BuildResult, Builder};
 use crate::frontend::{CallContext, Diagnostic, Input, Limits, Runtime, Translation};
+use crate::graph::entitlements;
+pub use crate::graph::entitlements::Entitlements;
 use crate::ir::{KeyValue, Platform, host_platform};
 use crate::progress::Progress;
 use crate::registry::{ImageName, Images, Registry};
@@ -52,6 +54,10 @@ pub struct Request {
     pub platform: Platform,
     /// `--pull`: resolve every base image on its registry even when the store has it.
     pub pull: bool,
+    /// `--network`: the network of every RUN whose build file leaves it at `default`.
+    pub network: crate::ir::Network,
+    /// `--allow`: the dangerous powers the user granted (host network, privileged RUN).
+    pub allow: Entitlements,
 }
 
 /// A frontend's translation of a build file into a validated stage graph.
@@ -122,7 +128,8 @@ impl Session {
             req.pull.then(|| self.registry.clone()),
             req.pull,
         ));
-        let planned = self.translate(req, images.clone())?;
+        let mut planned = self.translate(req, images.clone())?;
+        entitlements::apply_default_network(&mut planned.translation.graph, req.network);
         Ok((planned, images.resolutions()))
     }
 
@@ -148,7 +155,26 @@ impl Session {
             Some(self.registry.clone()),
             req.pull,
         ));
-        let planned = self.translate(req, images.clone())?;
+        let mut planned = self.translate(req, images.clone())?;
+        // Dangerous powers are refused before anything runs, with the RUN that asked.
+        let refused = entitlements::refused(
+            &planned.translation.graph,
+            &planned.file_name,
+            req.network,
+            req.allow,
+        );
+        if !refused.is_empty() {
+            return Err(Rejected {
+                diagnostics: refused,
+                text: planned.source.clone(),
+                files_read: planned.files_read.clone(),
+            }
+            .into());
+        }
+        entitlements::apply_default_network(&mut planned.translation.graph, req.network);
+        if entitlements::needs_user_network(&planned.translation.graph) {
+            crate::exec::netns::require_helper()?;
+        }
         Ok(Prepared {
             session: self,
             _gc: gc,

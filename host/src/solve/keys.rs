@@ -1,7 +1,10 @@
 //! Cache keys. A step's key is a sha256 over the key of the state it starts from, the step's op
 //! (its canonical JSON encoding, spans and source text left out so that moving an instruction
 //! to another line keeps its cache), and the content digests of its inputs (context files,
-//! other stages' results). Equal keys mean equal results; mtimes never enter a key.
+//! other stages' results). Equal keys mean equal results; mtimes never enter a key. A RUN's
+//! network and security modes are fields of its op and so of its key, as they are of the exec
+//! op digest in BuildKit (`llbsolver/ops/exec.go` `CacheMap`); the default network is resolved
+//! against the command line's `--network` before keying.
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -24,6 +27,10 @@ pub struct StepInputs {
     /// Remote files (`ADD <url>`): URL, file name and content digest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remote: Vec<String>,
+    /// The names of a RUN's `--add-host` entries; their addresses are left out, as BuildKit
+    /// leaves `ExtraHosts[].IP` out of an exec op's cache key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
 }
 
 fn digest_of(parts: &[&[u8]]) -> Digest {
