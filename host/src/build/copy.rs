@@ -105,7 +105,8 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
     let matches = if req.sources.is_empty() {
         Vec::new()
     } else {
-        req.from.resolve_sources(req.sources, req.excludes)?
+        req.from
+            .resolve_copy_sources(req.sources, req.excludes, req.parents)?
     };
     // A glob that matches one object copies it like a plain source (to a file destination
     // when `dest` is not a directory), as BuildKit does. A glob matching several objects into a
@@ -511,7 +512,7 @@ fn meta(uid: u32, gid: u32, mode: u32, secs: i64, nsecs: i64) -> Meta {
 /// `--chown` as BuildKit resolves it: a numeric user alone means uid = gid = that id; a name is
 /// looked up in the parent rootfs's /etc/passwd (its primary group); a group by id or
 /// /etc/group name.
-fn resolve_chown(rootfs: Option<&Path>, spec: &str) -> Result<(u32, u32)> {
+pub(super) fn resolve_chown(rootfs: Option<&Path>, spec: &str) -> Result<(u32, u32)> {
     let empty;
     let root = match rootfs {
         Some(r) => r,
@@ -763,7 +764,7 @@ fn cstr(p: &Path) -> Result<CString> {
 }
 
 /// Set atime and mtime of `path` (not following a final symlink).
-fn set_times(path: &Path, secs: i64, nsecs: i64) -> Result<()> {
+pub(super) fn set_times(path: &Path, secs: i64, nsecs: i64) -> Result<()> {
     let c = cstr(path)?;
     let ts = libc::timespec {
         tv_sec: secs as _,

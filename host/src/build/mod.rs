@@ -8,7 +8,9 @@
 //! only when a step has to look at or run in them.
 
 mod copy;
+mod link;
 mod remote;
+mod workdir;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -266,7 +268,13 @@ impl<'a> Builder<'a> {
             }),
         ));
         match &stage.base {
-            Base::Stage(i) => Ok(deps[i].clone()),
+            Base::Stage(i) => {
+                let mut state = deps[i].clone();
+                // As BuildKit: a stage's ONBUILD triggers ran in the stage built on it (the
+                // frontend ran them); they fire once and are not in the child's config.
+                state.config.take_onbuild();
+                Ok(state)
+            }
             Base::Scratch => {
                 let mut config = ConfigBuilder::scratch(&platform.os, &platform.architecture);
                 config.created(created);
@@ -382,7 +390,14 @@ impl<'a> Builder<'a> {
         history: &str,
         work: impl FnOnce(&Self, &mut StageState, StepId) -> anyhow::Result<Option<LayerRef>>,
     ) -> anyhow::Result<()> {
-        let key = solve::op_cache_key(&state.key, op, &inputs);
+        // A `COPY --link` layer is keyed without its parent; the chain after it is not.
+        let (key, next_key) = if link::linked(op) {
+            let key = solve::op_cache_key(&link::layer_base(&state.config), op, &inputs);
+            (key, solve::linked_key(&state.key, &key))
+        } else {
+            let key = solve::op_cache_key(&state.key, op, &inputs);
+            (key, key)
+        };
         // The same step's layer in another compression is another record; the chain of keys
         // does not depend on compression.
         let record = solve::record_key(&key, self.opts.compression.media_type());
@@ -459,7 +474,7 @@ impl<'a> Builder<'a> {
                 state.config.config_only(history);
             }
         }
-        state.key = key;
+        state.key = next_key;
         Ok(())
     }
 
@@ -742,7 +757,9 @@ impl<'a> Builder<'a> {
         if matches!(copy.from, Source::Context) {
             let paths = path_sources(copy)?;
             if !paths.is_empty() {
-                let matches = self.context.resolve_sources(&paths, &copy.excludes)?;
+                let matches =
+                    self.context
+                        .resolve_copy_sources(&paths, &copy.excludes, copy.parents)?;
                 let mut memo = self.memo.lock().unwrap();
                 inputs.context = Some(self.context.digest(&matches, &mut memo)?);
             }
@@ -809,7 +826,15 @@ impl<'a> Builder<'a> {
         copy: &CopyOp,
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<Option<LayerRef>> {
-        let parent = self.rootfs(state)?;
+        let linked = link::is_linked(copy);
+        if linked {
+            link::check_chown(copy)?;
+        }
+        let parent = if linked {
+            None
+        } else {
+            Some(self.rootfs(state)?)
+        };
         let source_ctx = self.source_root(&copy.from, deps)?;
         let from = source_ctx.as_ref().unwrap_or(&self.context);
         let unpack_urls = copy.add.as_ref().and_then(|a| a.unpack) == Some(true);
@@ -861,7 +886,7 @@ impl<'a> Builder<'a> {
                 excludes: &copy.excludes,
                 dest: &copy.dest,
                 workdir: &workdir,
-                parent_rootfs: Some(&parent),
+                parent_rootfs: parent.as_deref(),
                 chown: copy.chown.as_deref(),
                 chmod: copy.chmod.as_ref(),
                 parents: copy.parents,
@@ -884,11 +909,8 @@ impl<'a> Builder<'a> {
         let staging = tempfile::Builder::new()
             .prefix(".mkdir-")
             .tempdir_in(self.store.tmp_dir())?;
-        let mut path = staging.path().to_path_buf();
-        for part in rel.split('/').filter(|p| !p.is_empty()) {
-            path.push(part);
-            std::fs::create_dir(&path)?;
-        }
+        let user = state.config.image().config.user.clone().unwrap_or_default();
+        workdir::stage(&parent, rel, &user, staging.path())?;
         self.layer_from(staging.path())
     }
 
@@ -935,6 +957,20 @@ impl<'a> Builder<'a> {
         let digest = result.manifest_digest.to_string();
         let src: &dyn BlobSource = self.store;
         match out {
+            // `dest=-`: the tar goes to standard output (the CLI refused a terminal).
+            Output::Oci(p) | Output::Docker(p) if p == Path::new("-") => {
+                let docker = matches!(out, Output::Docker(_));
+                crate::image::export_tar_to(src, &digest, &opts, docker, &mut std::io::stdout())?
+            }
+            Output::Tar(p) if p == Path::new("-") => {
+                let root = self.rootfs(&mut target.clone())?;
+                let opts = DiffOptions {
+                    source_date_epoch: self.opts.source_date_epoch,
+                };
+                let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                snapshot::diff_upper(&root, &mut w, &opts)?;
+                w.flush()?;
+            }
             Output::Oci(p) if p.extension().is_some_and(|e| e == "tar") => {
                 crate::image::export_oci_tar(src, &digest, &opts, p)?
             }

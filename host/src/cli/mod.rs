@@ -1,6 +1,7 @@
 //! The command line: argument definitions (clap) and the commands they run.
 
 mod diagnostics;
+mod outputs;
 mod registry;
 mod select;
 
@@ -162,7 +163,8 @@ pub struct BuildOpts {
     pub tags: Vec<String>,
 
     /// Also write the result: type=oci,dest=PATH[.tar] | type=docker,dest=FILE.tar |
-    /// type=local,dest=DIR | type=tar,dest=FILE (repeatable)
+    /// type=local,dest=DIR | type=tar,dest=FILE | DIR | - (dest=- is standard output;
+    /// repeatable)
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     pub outputs: Vec<String>,
 
@@ -562,7 +564,7 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
     let mut outputs = opts
         .outputs
         .iter()
-        .map(|o| parse_output(o))
+        .map(|o| outputs::parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if opts.push {
         if opts.tags.is_empty() {
@@ -572,6 +574,7 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
             outputs.push(crate::build::Output::Registry(t.clone()));
         }
     }
+    outputs::check_one_stdout(&outputs)?;
     let store = Store::open(root)?;
     // What killed builds left behind is cleared first, while no other wbuild uses the store
     // (it needs the GC lock alone, so before this build takes its share below).
@@ -704,45 +707,6 @@ fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// `type=oci,dest=out.tar` and friends.
-fn parse_output(spec: &str) -> anyhow::Result<crate::build::Output> {
-    let mut kind = None;
-    let mut dest = None;
-    let mut name = None;
-    let mut push = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", v)) => kind = Some(v),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            Some(("name", v)) => name = Some(v.to_string()),
-            Some(("push", v)) => push = Some(v),
-            _ => bail!(
-                "-o {spec:?}: expected type=oci|docker|local|tar,dest=PATH or type=registry,name=NAME"
-            ),
-        }
-    }
-    if kind == Some("registry") || (kind == Some("image") && push == Some("true")) {
-        let Some(name) = name else {
-            bail!("-o {spec:?}: name=NAME is missing (where to push)");
-        };
-        crate::registry::ImageName::parse(&name)
-            .map_err(|e| anyhow::anyhow!("-o {spec:?}: {e}"))?;
-        return Ok(crate::build::Output::Registry(name));
-    }
-    let Some(dest) = dest else {
-        bail!("-o {spec:?}: dest=PATH is missing");
-    };
-    Ok(match kind {
-        Some("oci") => crate::build::Output::Oci(dest),
-        Some("docker") => crate::build::Output::Docker(dest),
-        Some("local") => crate::build::Output::Local(dest),
-        Some("tar") => crate::build::Output::Tar(dest),
-        other => bail!(
-            "-o {spec:?}: unknown type {:?}; use oci, docker, local, tar or registry",
-            other.unwrap_or("")
-        ),
-    })
-}
-
 /// `wbuild frontends`: the embedded frontends, then the other frontends compiled in the cache
 /// (frontends used with `--frontend FILE.wasm` or `# syntax=FILE.wasm`), each with the name
 /// and version it reports, its digest and where it came from.

@@ -18,7 +18,7 @@ pub mod manifest;
 mod roundtrip_tests;
 
 pub use config::{ConfigBuilder, Healthcheck, History, ImageConfig, RootFs, RunConfig};
-pub use export::{ExportOptions, export_docker_tar, export_oci_dir, export_oci_tar};
+pub use export::{ExportOptions, export_docker_tar, export_oci_dir, export_oci_tar, export_tar_to};
 pub use import::{ImportedImage, import_path};
 pub use manifest::{Compression, canonical_json, image_index, image_manifest};
 

@@ -64,6 +64,17 @@ pub fn record_key(step: &Digest, media_type: &str) -> Digest {
     ])
 }
 
+/// The key of the state `parent` with an independent (`COPY --link`) layer whose own key is
+/// `layer` put on top: the layer's key does not depend on `parent`, the chain's does.
+pub fn linked_key(parent: &Digest, layer: &Digest) -> Digest {
+    digest_of(&[
+        KEY_VERSION.as_bytes(),
+        b"link",
+        parent.to_string().as_bytes(),
+        layer.to_string().as_bytes(),
+    ])
+}
+
 /// The key of `op` applied to the state whose key is `parent`.
 pub fn op_cache_key(parent: &Digest, op: &Op, inputs: &StepInputs) -> Digest {
     let op = serde_json::to_vec(op).expect("IR serializes");

@@ -4,5 +4,5 @@
 mod keys;
 mod schedule;
 
-pub use keys::{StepInputs, op_cache_key, record_key, stage_base_key};
+pub use keys::{StepInputs, linked_key, op_cache_key, record_key, stage_base_key};
 pub use schedule::{StageFailure, run_stages};
