@@ -49,6 +49,8 @@ pub enum Output {
     Tar(PathBuf),
     /// Pushed to a registry under this name (`-o type=registry,name=…`, `--push`).
     Registry(String),
+    /// Loaded into the local Docker engine (`--load`).
+    Load,
 }
 
 /// How to build.
@@ -976,6 +978,16 @@ impl<'a> Builder<'a> {
             }
             Output::Oci(p) => crate::image::export_oci_dir(src, &digest, &opts, p)?,
             Output::Docker(p) => crate::image::export_docker_tar(src, &digest, &opts, p)?,
+            Output::Load => {
+                let how =
+                    crate::image::load::load(self.store, &digest, &result.config_digest, &opts)?;
+                self.progress.message(match how {
+                    crate::image::load::Loaded::Sent => "loaded into the Docker engine",
+                    crate::image::load::Loaded::Tagged => {
+                        "the Docker engine had the image already; named it there"
+                    }
+                });
+            }
             Output::Registry(name) => {
                 let Some(reg) = &self.registry else {
                     bail!("pushing {name}: no registry access in this build");

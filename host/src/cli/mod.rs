@@ -180,6 +180,11 @@ pub struct BuildOpts {
     #[arg(long)]
     pub push: bool,
 
+    /// Load the result into the local Docker engine (DOCKER_HOST, default
+    /// /var/run/docker.sock), named with every -t name
+    #[arg(long)]
+    pub load: bool,
+
     /// Export the build cache: type=registry,ref=NAME[,mode=min|max] or
     /// type=local,dest=DIR[,mode=min|max] (repeatable)
     #[arg(long = "cache-to", value_name = "type=TYPE,...")]
@@ -573,6 +578,10 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         for t in &opts.tags {
             outputs.push(crate::build::Output::Registry(t.clone()));
         }
+    }
+    if opts.load {
+        outputs::check_load_platform(opts.platform.as_deref())?;
+        outputs.push(crate::build::Output::Load);
     }
     outputs::check_one_stdout(&outputs)?;
     let store = Store::open(root)?;

@@ -91,11 +91,23 @@ pub fn check_one_stdout(outputs: &[Output]) -> anyhow::Result<()> {
         .iter()
         .filter(|o| match o {
             Output::Oci(p) | Output::Docker(p) | Output::Tar(p) => is_stdout(p),
-            Output::Local(_) | Output::Registry(_) => false,
+            Output::Local(_) | Output::Registry(_) | Output::Load => false,
         })
         .count();
     if n > 1 {
         bail!("only one -o can write to standard output (dest=-)");
+    }
+    Ok(())
+}
+
+/// `--load` takes one platform: `docker load` keeps one image per name.
+pub fn check_load_platform(platform: Option<&str>) -> anyhow::Result<()> {
+    if let Some(p) = platform.filter(|p| p.contains(',')) {
+        bail!(
+            "--load with --platform {p}: the Docker engine takes one platform per image name; \
+             build and load each platform on its own (--platform linux/amd64 --load), or push \
+             the platforms to a registry"
+        );
     }
     Ok(())
 }

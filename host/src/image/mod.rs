@@ -13,6 +13,7 @@
 pub mod config;
 pub mod export;
 pub mod import;
+pub mod load;
 pub mod manifest;
 #[cfg(test)]
 mod roundtrip_tests;
