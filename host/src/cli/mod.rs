@@ -102,7 +102,8 @@ pub enum Command {
     /// Show how much disk the store uses
     Du,
     /// Verify the store: every blob's digest, every name's manifest, config and layers, every
-    /// cache entry's layer; list leftovers of killed runs. Exits non-zero when anything is wrong
+    /// cache entry's layer; list leftovers of killed runs (not damage: the next build or
+    /// `prune` removes them). Exits non-zero only for damage
     Check {
         /// Remove leftovers, corrupt blobs, cache entries whose layer is gone and unreadable
         /// name records (never a blob whose content is intact)
@@ -922,11 +923,19 @@ fn check(root: &Path, repair: bool) -> anyhow::Result<()> {
         println!("after repair:");
         print(&report);
     }
-    if report.is_clean() {
-        println!("the store is sound");
+    let (p, l) = (report.problems.len(), report.leftovers.len());
+    if p == 0 {
+        // Leftovers of killed runs are not damage: the next build or a prune sweeps them.
+        if l == 0 {
+            println!("the store is sound");
+        } else {
+            println!(
+                "the store is sound; {l} leftover(s) of killed runs: the next build or \
+                 `wbuild prune` removes them"
+            );
+        }
         return Ok(());
     }
-    let (p, l) = (report.problems.len(), report.leftovers.len());
     let hint = if repair {
         "images with missing blobs need a rebuild or re-import (or `wbuild rm NAME`)"
     } else {
