@@ -452,3 +452,118 @@ fn copy_link_is_an_independent_layer_rebased_on_a_new_base() {
     let err = wb.fails(&["build", ctx.path().to_str().unwrap()]);
     assert!(err.contains("give numeric ids"), "{err}");
 }
+
+/// The buildx options of every day: `--label` and `--annotation` land in the config and the
+/// manifest, `-q` prints only the image ID, `--no-cache-filter` re-runs one stage's steps,
+/// `--shm-size` and `--ulimit` reach RUN (and key it), `--call=check`/`--check` build nothing
+/// and exit 1 on findings.
+#[test]
+fn daily_build_flags() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = common::context(
+        "FROM busybox AS first\n\
+         RUN echo one > /one\n\
+         FROM first AS second\n\
+         RUN df -k /dev/shm | tail -1 > /shm && ulimit -n > /nofile && ulimit -Hn >> /nofile\n",
+    );
+    let path = ctx.path().to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let config = build_both(
+        &wb,
+        ctx.path(),
+        out.path(),
+        &[
+            "--label",
+            "org.example.team=builders",
+            "--annotation",
+            "org.opencontainers.image.title=parity",
+            "--shm-size",
+            "32m",
+            "--ulimit",
+            "nofile=1000:2000",
+        ],
+    );
+    assert_eq!(config["config"]["Labels"]["org.example.team"], "builders");
+    let layout = out.path().join("oci");
+    let index = read_json(&layout.join("index.json"));
+    let d = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read_json(
+        &layout
+            .join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap()),
+    );
+    assert_eq!(
+        manifest["annotations"]["org.opencontainers.image.title"],
+        "parity"
+    );
+    let fs = out.path().join("fs");
+    let shm = read(&fs.join("shm"));
+    assert_eq!(shm.split_whitespace().nth(1), Some("32768"), "{shm}");
+    assert_eq!(read(&fs.join("nofile")), "1000\n2000\n");
+
+    // -q: the image ID alone on stdout; the same flags keep the cache.
+    let o = wb
+        .cmd()
+        .args([
+            "build",
+            "-q",
+            "--shm-size",
+            "32m",
+            "--ulimit",
+            "nofile=1000:2000",
+            path,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        id.starts_with("sha256:") && id.trim_end().len() == 71,
+        "{id:?}"
+    );
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // --no-cache-filter: only the stage named runs again.
+    let log = wb.build(&[
+        "build",
+        "--shm-size",
+        "32m",
+        "--ulimit",
+        "nofile=1000:2000",
+        "--no-cache-filter",
+        "SECOND",
+        path,
+    ]);
+    assert!(log.contains("(1 steps ran, 1 cached)"), "{log}");
+    let err = wb.fails(&["build", "--no-cache-filter", "third", path]);
+    assert!(err.contains("no such stage"), "{err}");
+    // Another --ulimit makes every RUN another step.
+    let log = wb.build(&["build", "--ulimit", "nofile=900:2000", path]);
+    assert!(log.contains("(2 steps ran, 0 cached)"), "{log}");
+
+    // --check: the findings, nothing built, exit 1; a clean file exits 0.
+    let lint =
+        common::context("# check=skip=JSONArgsRecommended\nFROM busybox as base\nRUN false\n");
+    let o = wb.run(&["build", "--check", lint.path().to_str().unwrap()]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("FromAsCasing"), "{text}");
+    assert!(text.contains("1 warning(s) have been found"), "{text}");
+    assert!(!text.contains("RUN false"), "nothing runs: {text}");
+    let clean = common::context("FROM busybox AS base\nRUN false\n");
+    let o = wb.run(&["build", "--call=check", clean.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no warnings found"));
+    let err = wb.fails(&["build", "--call=outline", clean.path().to_str().unwrap()]);
+    assert!(err.contains("wbuild plan"), "{err}");
+}

@@ -9,6 +9,7 @@
 
 mod copy;
 mod link;
+mod no_cache_filter;
 mod remote;
 mod workdir;
 
@@ -76,8 +77,16 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheSource>,
     /// `--cache-to`: where the build cache is exported after the build.
     pub cache_to: Vec<CacheTarget>,
-    /// `--memory`, `--pids-limit`: cgroup limits of every RUN.
+    /// `--memory`, `--pids-limit`: cgroup limits of every RUN; `--ulimit`: its rlimits.
     pub limits: exec::ResourceLimits,
+    /// `--label`: labels set on the result's config.
+    pub labels: Vec<(String, String)>,
+    /// `--annotation`: annotations of the result's manifest.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--no-cache-filter`: stages (by name, case-insensitive, or index) whose steps all run.
+    pub no_cache_stages: Vec<String>,
+    /// `--shm-size`: size of every RUN's /dev/shm.
+    pub shm_size: Option<u64>,
 }
 
 /// Where the value of a `--secret` comes from. Read only when a step mounts it.
@@ -131,6 +140,8 @@ struct StageState {
     /// The cache index entries of this chain's filesystem steps (key, record), for
     /// `--cache-to`.
     steps: Vec<(Digest, Vec<u8>)>,
+    /// The stage being built is in `--no-cache-filter`: its steps ignore the cache.
+    no_cache: bool,
 }
 
 /// The outcome of a build.
@@ -195,6 +206,7 @@ impl<'a> Builder<'a> {
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
+        no_cache_filter::check(&self.opts.no_cache_stages, graph)?;
         for from in &self.opts.cache_from {
             let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
             self.progress
@@ -245,6 +257,7 @@ impl<'a> Builder<'a> {
         self.progress
             .stage_started(&format!("[{label} 0/{total}] {}", stage.text));
         let mut state = self.base_state(stage, deps)?;
+        state.no_cache = no_cache_filter::matches(&self.opts.no_cache_stages, stage, index);
         for (i, node) in stage.ops.iter().enumerate() {
             let step = format!("[{label} {}/{total}] {}", i + 1, node.text);
             self.apply_op(&mut state, node, deps, &step)
@@ -286,6 +299,7 @@ impl<'a> Builder<'a> {
                     layers: vec![],
                     snapshot: None,
                     steps: vec![],
+                    no_cache: false,
                 })
             }
             Base::Image(r) => {
@@ -335,6 +349,7 @@ impl<'a> Builder<'a> {
                     layers,
                     snapshot: None,
                     steps: vec![],
+                    no_cache: false,
                 })
             }
         }
@@ -417,7 +432,7 @@ impl<'a> Builder<'a> {
                 }))
         };
         let mut _step_lock = None;
-        let hit = if self.opts.no_cache {
+        let hit = if self.opts.no_cache || state.no_cache {
             None
         } else {
             match lookup()? {
@@ -619,6 +634,14 @@ impl<'a> Builder<'a> {
         // Temp dirs and locks the mounts need until the command has finished.
         let mut keep = MountResources::default();
         let mut mounts = Vec::new();
+        if let Some(size) = self.opts.shm_size {
+            // `--shm-size`, as BuildKit: a tmpfs of that size on /dev/shm (mounts of the RUN
+            // itself come after it).
+            mounts.push(ExtraMount::Tmpfs {
+                target: "/dev/shm".into(),
+                size: Some(size),
+            });
+        }
         let mut ssh_env_set = false;
         for m in &run.mounts {
             match m {
@@ -918,7 +941,11 @@ impl<'a> Builder<'a> {
 
     /// Store the config and manifest of the target stage and name it.
     fn commit_image(&self, target: &StageState) -> anyhow::Result<BuildResult> {
-        let (_, config_bytes, config_digest) = target.config.build();
+        let mut config = target.config.clone();
+        for (k, v) in &self.opts.labels {
+            config.label(k, v);
+        }
+        let (_, config_bytes, config_digest) = config.build();
         let (cd, csize) = self
             .store
             .put_blob_from_reader(&mut config_bytes.as_slice(), None)?;
@@ -928,7 +955,8 @@ impl<'a> Builder<'a> {
             .iter()
             .map(|l| manifest::descriptor(&l.media_type, &l.digest, l.size))
             .collect::<Result<Vec<_>, _>>()?;
-        let (_, manifest_bytes, _) = manifest::image_manifest(config_desc, layers)?;
+        let (_, manifest_bytes, _) =
+            manifest::annotated_manifest(config_desc, layers, &self.opts.annotations)?;
         let (md, manifest_size) = self
             .store
             .put_blob_from_reader(&mut manifest_bytes.as_slice(), None)?;
@@ -1037,7 +1065,13 @@ impl Builder<'_> {
         run: &RunOp,
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StepInputs> {
-        let mut inputs = StepInputs::default();
+        let mut inputs = StepInputs {
+            exec: self.opts.limits.describe_ulimits(),
+            ..StepInputs::default()
+        };
+        if let Some(size) = self.opts.shm_size {
+            inputs.exec.push(format!("shm-size {size}"));
+        }
         let mut context_paths = Vec::new();
         for m in &run.mounts {
             let (from, path) = match m {

@@ -1,5 +1,6 @@
 //! The command line: argument definitions (clap) and the commands they run.
 
+mod daily;
 mod diagnostics;
 mod outputs;
 mod registry;
@@ -138,6 +139,9 @@ pub enum DebugCommand {
 /// What selects and feeds the frontend; shared by `build` and `plan`.
 #[derive(Args, Debug, Clone)]
 pub struct BuildOpts {
+    #[command(flatten)]
+    pub daily: daily::DailyOpts,
+
     /// Frontend component (a .wasm file) or the name of an embedded one (`dockerfile`,
     /// `dockerfile-ext`)
     #[arg(long, value_name = "FILE.wasm")]
@@ -604,6 +608,9 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         opts.pull,
     ));
     let planned = translate(root, opts, images.clone(), &reg)?;
+    if opts.daily.call_check()? {
+        return daily::report_check(&planned.translation.warnings);
+    }
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
@@ -617,6 +624,7 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
             .map(crate::exec::parse_memory)
             .transpose()?,
         pids: opts.pids_limit,
+        ulimits: opts.daily.ulimits()?,
     };
     let build_opts = crate::build::BuildOptions {
         limits,
@@ -653,9 +661,17 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
             .iter()
             .map(|s| crate::registry::cache::CacheTarget::parse(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
+        labels: opts.daily.labels()?,
+        annotations: opts.daily.annotations()?,
+        no_cache_stages: opts.daily.no_cache_filter.clone(),
+        shm_size: opts.daily.shm_size()?,
     };
     build_opts.limits.check_available()?;
-    let progress = crate::progress::Progress::stderr(opts.progress);
+    let quiet = opts.daily.quiet.then(daily::QuietLog::default);
+    let progress = match &quiet {
+        Some(q) => q.progress(),
+        None => crate::progress::Progress::stderr(opts.progress),
+    };
     let builder = crate::build::Builder::new(&store, &opts.context, build_opts, progress.clone())?
         .with_registry(images, reg);
     // The live view ends before anything else is printed, the error of a failed build included.
@@ -665,9 +681,15 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
         Ok(r) => r,
         Err(e) => {
             progress.finish();
+            if let Some(q) = &quiet {
+                q.show();
+            }
             return Err(e);
         }
     };
+    if quiet.is_some() {
+        println!("{}", result.config_digest);
+    }
     if let Some(f) = &opts.iidfile {
         write_file_atomically(f, result.config_digest.as_bytes())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;

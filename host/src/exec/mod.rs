@@ -11,6 +11,7 @@ mod overlay;
 mod runner;
 mod spec;
 mod stale;
+mod ulimit;
 mod user;
 
 #[cfg(test)]
@@ -25,6 +26,7 @@ pub use overlay::{Capabilities, detect, mounts_under, overlay_usable};
 pub(crate) use overlay::{mount_overlay_readonly, unmount};
 pub use runner::run;
 pub use stale::{StaleRun, find_stale, remove_stale};
+pub use ulimit::{Ulimits, parse_ulimit};
 pub use user::{ResolvedUser, resolve_user};
 
 /// Network mode of a RUN step.

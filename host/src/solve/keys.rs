@@ -24,6 +24,9 @@ pub struct StepInputs {
     /// Remote files (`ADD <url>`): URL, file name and content digest.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remote: Vec<String>,
+    /// How a RUN runs beyond its op (`--ulimit`, `--shm-size`), as BuildKit keys its exec meta.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
 }
 
 fn digest_of(parts: &[&[u8]]) -> Digest {
