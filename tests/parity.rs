@@ -567,3 +567,87 @@ fn daily_build_flags() {
     let err = wb.fails(&["build", "--call=outline", clean.path().to_str().unwrap()]);
     assert!(err.contains("wbuild plan"), "{err}");
 }
+
+/// `--build-context NAME=…` (buildx): `FROM NAME` and `COPY --from=NAME` take a directory
+/// (its files owned by root), an image (`docker-image://REF`) or an OCI layout's image
+/// (`oci-layout://PATH@TAG`) instead of the image NAME.
+#[test]
+fn named_build_contexts_of_each_kind() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let layout_dir = tempfile::tempdir().unwrap();
+    let tar = common::busybox_oci_tar(layout_dir.path()).unwrap();
+    let layout = layout_dir.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    let st = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let files = tempfile::tempdir().unwrap();
+    std::fs::create_dir(files.path().join("sub")).unwrap();
+    std::fs::write(files.path().join("sub/f"), "from a named dir\n").unwrap();
+
+    let ctx = common::context(
+        "FROM base\n\
+         RUN echo ran on base > /ran\n\
+         COPY --from=files /sub/f /f\n\
+         COPY --from=oci /bin/busybox /bb\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let files_ctx = format!("files={}", files.path().display());
+    let oci_ctx = format!("oci=oci-layout://{}@bb", layout.display());
+    build_both(
+        &wb,
+        ctx.path(),
+        out.path(),
+        &[
+            "--build-context",
+            "base=docker-image://busybox:latest",
+            "--build-context",
+            &files_ctx,
+            "--build-context",
+            &oci_ctx,
+        ],
+    );
+    let fs = out.path().join("fs");
+    assert_eq!(read(&fs.join("ran")), "ran on base\n");
+    assert_eq!(read(&fs.join("f")), "from a named dir\n");
+    assert_eq!(stat(&fs, "f").0, 0);
+    assert!(fs.join("bb").is_file());
+
+    // FROM an OCI layout's image, and FROM a directory (a base with just its files).
+    let ctx = common::context("FROM oci\nRUN echo on the layout > /ran\n");
+    let out = tempfile::tempdir().unwrap();
+    build_both(&wb, ctx.path(), out.path(), &["--build-context", &oci_ctx]);
+    assert_eq!(read(&out.path().join("fs/ran")), "on the layout\n");
+    let ctx = common::context("FROM files\n");
+    let out = tempfile::tempdir().unwrap();
+    build_both(
+        &wb,
+        ctx.path(),
+        out.path(),
+        &["--build-context", &files_ctx],
+    );
+    assert_eq!(tree(&out.path().join("fs")), ["sub/", "sub/f"]);
+
+    let err = wb.fails(&[
+        "build",
+        "--build-context",
+        "x=git://h/r",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("unknown source"), "{err}");
+    let bad = format!("oci=oci-layout://{}@nosuchtag", layout.display());
+    let err = wb.fails(&[
+        "build",
+        "--build-context",
+        &bad,
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(err.contains("has no image nosuchtag"), "{err}");
+}

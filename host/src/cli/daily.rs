@@ -42,6 +42,14 @@ pub struct DailyOpts {
     /// Same as --call=check
     #[arg(long)]
     pub check: bool,
+
+    /// A named context for `FROM NAME`, `COPY --from=NAME` and mounts from NAME: a directory,
+    /// an image or an OCI layout (repeatable)
+    #[arg(
+        long = "build-context",
+        value_name = "NAME=PATH|docker-image://REF|oci-layout://PATH[@TAG]"
+    )]
+    pub build_contexts: Vec<String>,
 }
 
 fn key_value<'a>(flag: &str, spec: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
@@ -153,6 +161,22 @@ impl QuietLog {
         use std::io::Write as _;
         let _ = std::io::stderr().write_all(&self.0.lock().unwrap());
     }
+}
+
+/// The reference each `--build-context` NAME stands for, with what the store needs for it
+/// made or imported (directories and OCI layouts).
+pub fn named_contexts(
+    opts: &DailyOpts,
+    store: &crate::store::Store,
+    platform: &crate::frontend::bindings::Platform,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for spec in &opts.build_contexts {
+        let (name, ctx) = crate::image::named::parse(spec)?;
+        let r = crate::image::named::prepare(store, &name, &ctx, platform)?;
+        out.insert(name, r);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -479,11 +479,25 @@ fn translate(
 fn plan(root: &Path, opts: &PlanOpts, reg: Arc<crate::registry::Registry>) -> anyhow::Result<()> {
     // Planning asks registries only with --pull; otherwise images come from the store.
     let store = Store::open(root)?;
-    let images = Arc::new(crate::registry::Images::new(
-        store,
-        opts.build.pull.then_some(reg.clone()),
-        opts.build.pull,
-    ));
+    let platform = opts
+        .build
+        .platform
+        .as_deref()
+        .map(parse_platform)
+        .transpose()?;
+    let aliases = daily::named_contexts(
+        &opts.build.daily,
+        &store,
+        &platform.unwrap_or_else(host_platform),
+    )?;
+    let images = Arc::new(
+        crate::registry::Images::new(
+            store,
+            opts.build.pull.then_some(reg.clone()),
+            opts.build.pull,
+        )
+        .with_aliases(aliases),
+    );
     let planned = translate(root, &opts.build, images.clone(), &reg)?;
     let plan = graph::Plan::new(
         &planned.file_name,
@@ -602,11 +616,13 @@ fn build(root: &Path, opts: &BuildOpts, reg: Arc<crate::registry::Registry>) -> 
     }
     // Held from the first blob the frontend's image lookups store, so a prune cannot take them.
     let _gc = store.lock_shared(Store::GC_LOCK)?;
-    let images = Arc::new(crate::registry::Images::new(
-        store.clone(),
-        Some(reg.clone()),
-        opts.pull,
-    ));
+    let platform = opts.platform.as_deref().map(parse_platform).transpose()?;
+    let aliases =
+        daily::named_contexts(&opts.daily, &store, &platform.unwrap_or_else(host_platform))?;
+    let images = Arc::new(
+        crate::registry::Images::new(store.clone(), Some(reg.clone()), opts.pull)
+            .with_aliases(aliases),
+    );
     let planned = translate(root, opts, images.clone(), &reg)?;
     if opts.daily.call_check()? {
         return daily::report_check(&planned.translation.warnings);

@@ -15,6 +15,7 @@ pub mod export;
 pub mod import;
 pub mod load;
 pub mod manifest;
+pub mod named;
 #[cfg(test)]
 mod roundtrip_tests;
 
