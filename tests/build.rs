@@ -385,7 +385,8 @@ fn ssh_agent_socket_is_forwarded_and_left_out_of_the_image() {
         ctx.path(),
         "FROM busybox\n\
          RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"$SSH_AUTH_SOCK\" > /agent\n\
-         RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,required=true test -S /tmp/deploy.sock && echo ok > /deploy\n",
+         RUN --mount=type=ssh,id=deploy,target=/tmp/deploy.sock,required=true test -S /tmp/deploy.sock && echo ok > /deploy\n\
+         RUN --mount=type=ssh,id=deploy,target=/tmp/o.sock,uid=1000,gid=1001,mode=0640 stat -c %u:%g:%a /tmp/o.sock > /owner\n",
     );
     let out = tempfile::tempdir().unwrap();
     let dest = format!("type=local,dest={}", out.path().display());
@@ -399,6 +400,11 @@ fn ssh_agent_socket_is_forwarded_and_left_out_of_the_image() {
         "/run/buildkit/ssh_agent.0\n"
     );
     assert_eq!(read(&out.path().join("deploy")), "ok\n");
+    // The step's own socket carries the mount's owner and mode; the agent's is untouched.
+    assert_eq!(read(&out.path().join("owner")), "1000:1001:640\n");
+    use std::os::unix::fs::MetadataExt as _;
+    let agent = std::fs::metadata(&sock).unwrap();
+    assert_eq!((agent.uid(), agent.gid()), (0, 0));
     assert!(!out.path().join("run/buildkit").exists());
     assert!(!out.path().join("tmp/deploy.sock").exists());
 

@@ -1,7 +1,7 @@
 //! Fuzz entry point for the host's handling of a frontend's stage graph: validation, pruning,
 //! plan output, cache keys and the stage scheduler. Also compiled into `tests/fuzz_corpus.rs`.
 
-use wbuild::frontend::bindings as ir;
+use wbuild::ir;
 
 /// Reads small numbers from the fuzz input; zeros once it runs out.
 struct Bytes<'a>(&'a [u8]);
@@ -131,22 +131,22 @@ pub fn graph(data: &[u8]) {
         stages,
         target: b.index(),
     };
-    let valid = wbuild::graph::validate(&graph);
+    let valid = wbuild::validate_graph(&graph);
     // The validator's promise: a valid graph has a target and only backward references.
     let ok_by_hand = !graph.stages.is_empty()
         && (graph.target as usize) < graph.stages.len()
-        && graph.stages.iter().enumerate().all(|(i, s)| {
-            wbuild::graph::stage_deps(s)
-                .iter()
-                .all(|&d| (d as usize) < i)
-        });
+        && graph
+            .stages
+            .iter()
+            .enumerate()
+            .all(|(i, s)| wbuild::stage_deps(s).iter().all(|&d| (d as usize) < i));
     assert_eq!(valid.is_ok(), ok_by_hand, "validate disagrees: {valid:?}");
     if valid.is_err() {
         return;
     }
-    let reach = wbuild::graph::reachable(&graph);
+    let reach = wbuild::reachable_stages(&graph);
     assert!(reach.contains(&graph.target));
-    let plan = wbuild::graph::Plan::new("Dockerfile", "fuzz", &graph, &[]);
+    let plan = wbuild::Plan::new("Dockerfile", "fuzz", &graph, &[]);
     let _ = plan.to_json();
     let _ = plan.to_dot();
     let platform = ir::Platform {
@@ -155,17 +155,17 @@ pub fn graph(data: &[u8]) {
         variant: None,
     };
     let ran = std::sync::Mutex::new(Vec::new());
-    let results = wbuild::solve::run_stages(&graph, 1 + usize::from(b.byte() % 3), |i, deps| {
+    let results = wbuild::run_stages(&graph, 1 + usize::from(b.byte() % 3), |i, deps| {
         let stage = &graph.stages[i as usize];
-        for d in wbuild::graph::stage_deps(stage) {
+        for d in wbuild::stage_deps(stage) {
             assert!(
                 deps.contains_key(&d),
                 "stage {i} ran before its dependency {d}"
             );
         }
-        let mut key = wbuild::solve::stage_base_key(&stage.base, None, &platform);
+        let mut key = wbuild::stage_base_key(&stage.base, None, &platform);
         for node in &stage.ops {
-            key = wbuild::solve::op_cache_key(&key, &node.op, &Default::default());
+            key = wbuild::op_cache_key(&key, &node.op, &Default::default());
         }
         ran.lock().unwrap().push(i);
         Ok(key)

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use wbuild::cli::host_platform;
-use wbuild::frontend::{CallContext, Input, Limits, LoadKind, Runtime, embedded};
+use wbuild::ir::host_platform;
+use wbuild::{CallContext, Input, Limits, LoadKind, Runtime, embedded};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

@@ -2,50 +2,15 @@
 //! importing archives, listing, removing, pruning unreferenced blobs. (Frontends'
 //! `resolve-image-config` is answered by `registry::Images`: the store first, then registries.)
 
-mod reference;
-
-pub use reference::{familiar, normalize};
-
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use oci_spec::image::ImageManifest;
 
-use crate::image::{self, BlobSink, BlobSource, ImageConfig};
+use crate::image::{self, ImageConfig, normalize};
 use crate::store::{Digest, Store};
-
-fn digest(s: &str) -> io::Result<Digest> {
-    s.parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e}")))
-}
-
-fn io_err(e: crate::store::StoreError) -> io::Error {
-    io::Error::other(e)
-}
-
-impl BlobSource for Store {
-    fn open_blob(&self, d: &str) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(
-            Store::open_blob(self, &digest(d)?).map_err(io_err)?,
-        ))
-    }
-
-    fn blob_size(&self, d: &str) -> io::Result<u64> {
-        Store::blob_size(self, &digest(d)?).map_err(io_err)
-    }
-}
-
-impl BlobSink for Store {
-    fn put_blob(&self, reader: &mut dyn Read, expected: Option<&str>) -> io::Result<(String, u64)> {
-        let expected = expected.map(digest).transpose()?;
-        let (d, size) = self
-            .put_blob_from_reader(reader, expected.as_ref())
-            .map_err(io_err)?;
-        Ok((d.to_string(), size))
-    }
-}
 
 /// An image the store has under a name.
 #[derive(Debug, Clone)]
@@ -183,7 +148,7 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
         bail!("could not remove a leftover of a dead build: {e}");
     }
     let mut freed = store.prune_blobs(&keep)?;
-    crate::registry::push::prune_sources(store)?;
+    store.prune_blob_sources()?;
     for (key, size) in store.list_cache()? {
         if store.remove_cache(&key)? {
             freed += size;

@@ -117,16 +117,6 @@ impl Report {
     }
 }
 
-/// Where RUN bundles and runc state live for builds on `store`.
-pub fn exec_state_dir(store: &Store) -> PathBuf {
-    store.root().join("exec")
-}
-
-/// Where `RUN --mount=type=cache` directories live.
-pub fn cache_mounts_dir(store: &Store) -> PathBuf {
-    store.root().join("cache-mounts")
-}
-
 /// Takes the GC lock exclusively, waiting for running builds and prunes; with it held, every
 /// temp file, half-made snapshot and RUN bundle belongs to a dead process.
 pub fn lock_store(store: &Store) -> anyhow::Result<LockGuard> {
@@ -169,7 +159,7 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
             bad_blobs.get(d).map(|_| format!("{d} is corrupt"))
         }
     };
-    let blobs_dir = store.root().join("blobs/sha256");
+    let blobs_dir = store.blobs_dir();
     report.problems.extend(strays(&blobs_dir, |name, is_file| {
         is_file && Digest::from_hex(name).is_ok()
     })?);
@@ -198,7 +188,7 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
         let Some(bytes) = store.get_cache(&key)? else {
             continue;
         };
-        let reason = match crate::build::cache_record_layer(&bytes) {
+        let reason = match crate::solve::cache_record_layer(&bytes) {
             Err(e) => Some(format!("unreadable record: {e:#}")),
             Ok(None) => None,
             Ok(Some(layer)) => match layer.parse::<Digest>() {
@@ -212,10 +202,12 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
                 .push(Problem::BrokenCacheEntry { key, reason });
         }
     }
-    let cache_dir = store.root().join("cache");
+    let cache_dir = store.cache_dir();
+    let memo = store.context_memo_path();
+    let frontends = store.frontend_cache_dir();
     report.problems.extend(strays(&cache_dir, |name, is_file| {
-        (is_file && (Digest::from_hex(name).is_ok() || name == "context-hashes.json"))
-            || (!is_file && name == "frontends")
+        (is_file && (Digest::from_hex(name).is_ok() || memo.ends_with(name)))
+            || (!is_file && frontends.ends_with(name))
             || is_memo_temp(name)
     })?);
 
@@ -346,7 +338,7 @@ fn held_by_live_writer(path: &Path) -> bool {
 /// (otherwise a running build's work in progress shows up too).
 pub fn find_leftovers(store: &Store) -> anyhow::Result<Vec<Leftover>> {
     let mut out = Vec::new();
-    for run in exec::find_stale(&exec_state_dir(store))? {
+    for run in exec::find_stale(&store.exec_dir())? {
         out.push(Leftover::Run(run));
     }
     let tmp = store.tmp_dir();
@@ -380,13 +372,13 @@ pub fn find_leftovers(store: &Store) -> anyhow::Result<Vec<Leftover>> {
             out.push(Leftover::Temp(links.join(name)));
         }
     }
-    let mounts = cache_mounts_dir(store);
+    let mounts = store.cache_mounts_dir();
     for (name, _) in entries(&mounts)? {
         if name.starts_with(".new-") {
             out.push(Leftover::HalfCacheMount(mounts.join(name)));
         }
     }
-    let cache = store.root().join("cache");
+    let cache = store.cache_dir();
     for (name, is_file) in entries(&cache)? {
         if is_file && is_memo_temp(&name) {
             out.push(Leftover::MemoTemp(cache.join(name)));
@@ -398,7 +390,7 @@ pub fn find_leftovers(store: &Store) -> anyhow::Result<Vec<Leftover>> {
 /// Removes one leftover. A directory is removed only when nothing is mounted under it.
 pub fn remove_leftover(store: &Store, leftover: &Leftover) -> anyhow::Result<()> {
     match leftover {
-        Leftover::Run(run) => exec::remove_stale(&exec_state_dir(store), run),
+        Leftover::Run(run) => exec::remove_stale(&store.exec_dir(), run),
         Leftover::Temp(p)
         | Leftover::HalfSnapshot(p)
         | Leftover::HalfCacheMount(p)
@@ -406,7 +398,7 @@ pub fn remove_leftover(store: &Store, leftover: &Leftover) -> anyhow::Result<()>
         Leftover::View(p) => {
             // A view only reads layer directories; with no build running it is safe to drop.
             // (Not mounted any more is fine: remove_path refuses what still is.)
-            let _ = exec::unmount(p);
+            let _ = crate::snapshot::unmount(p);
             remove_path(p)
         }
     }
@@ -419,7 +411,7 @@ fn remove_path(p: &Path) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("stat {}", p.display())),
     };
     if meta.is_dir() {
-        let mounted = exec::mounts_under(p)?;
+        let mounted = crate::snapshot::mounts_under(p)?;
         if !mounted.is_empty() {
             anyhow::bail!(
                 "{} has mounts under it ({mounted:?}); not removing it",
@@ -519,7 +511,7 @@ pub fn repair(store: &Store, report: &Report) -> anyhow::Result<Repairs> {
             let Some(bytes) = store.get_cache(&key)? else {
                 continue;
             };
-            if let Ok(Some(layer)) = crate::build::cache_record_layer(&bytes)
+            if let Ok(Some(layer)) = crate::solve::cache_record_layer(&bytes)
                 && layer.parse::<Digest>().is_ok_and(|d| corrupt.contains(&d))
                 && store.remove_cache(&key)?
             {
@@ -546,10 +538,10 @@ pub fn sweep_if_idle(store: &Store) -> anyhow::Result<(usize, Vec<String>)> {
 /// Removes the lock files of build steps (one per step ever run), so they do not pile up.
 /// Only with the GC lock held exclusively: builds take step locks only while holding it shared.
 pub fn remove_step_locks(store: &Store) -> anyhow::Result<usize> {
-    let dir = store.root().join("locks");
+    let dir = store.locks_dir();
     let mut removed = 0;
     for (name, is_file) in entries(&dir)? {
-        if is_file && name.starts_with(crate::build::STEP_LOCK_PREFIX) {
+        if is_file && name.starts_with(crate::solve::STEP_LOCK_PREFIX) {
             match std::fs::remove_file(dir.join(&name)) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -124,7 +124,7 @@ impl DailyOpts {
 
 /// `--call=check`: the frontend's findings (its build checks and other warnings, printed above
 /// by `translate`), a summary, and exit 1 when there are any, as buildx.
-pub fn report_check(warnings: &[crate::frontend::bindings::Diagnostic]) -> anyhow::Result<()> {
+pub fn report_check(warnings: &[crate::frontend::Diagnostic]) -> anyhow::Result<()> {
     if warnings.is_empty() {
         println!("Check complete, no warnings found.");
         return Ok(());
@@ -163,20 +163,14 @@ impl QuietLog {
     }
 }
 
-/// The reference each `--build-context` NAME stands for, with what the store needs for it
-/// made or imported (directories and OCI layouts).
+/// The `--build-context`s, parsed.
 pub fn named_contexts(
     opts: &DailyOpts,
-    store: &crate::store::Store,
-    platform: &crate::frontend::bindings::Platform,
-) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for spec in &opts.build_contexts {
-        let (name, ctx) = crate::image::named::parse(spec)?;
-        let r = crate::image::named::prepare(store, &name, &ctx, platform)?;
-        out.insert(name, r);
-    }
-    Ok(out)
+) -> anyhow::Result<Vec<(String, crate::image::named::NamedContext)>> {
+    opts.build_contexts
+        .iter()
+        .map(|s| crate::image::named::parse(s))
+        .collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 
-use crate::build::Output;
+use crate::builder::Output;
 
 /// Whether an output path means standard output.
 pub fn is_stdout(p: &Path) -> bool {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 
 use crate::catalog;
-use crate::frontend::bindings::Platform;
+use crate::ir::Platform;
 use crate::registry::auth::{self, Credentials};
 use crate::registry::{ImageName, Registry};
 use crate::store::Store;

@@ -111,16 +111,19 @@ impl HashMemo {
     }
 
     /// Usage counters.
+    #[cfg(test)]
     pub fn stats(&self) -> MemoStats {
         self.stats
     }
 
     /// Number of memoized files.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when nothing is memoized.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

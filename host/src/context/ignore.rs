@@ -68,6 +68,7 @@ impl IgnoreRules {
 
     /// Loads the Dockerfile-specific ignore file `<dockerfile>.dockerignore` if present (as
     /// BuildKit does), else `.dockerignore`. `dockerfile` is relative to the context root.
+    #[cfg(test)]
     pub fn load_for_dockerfile(context_root: &Path, dockerfile: &str) -> Result<IgnoreRules> {
         let specific = format!("{dockerfile}.dockerignore");
         if resolve::read_in_root(context_root, &specific)?.is_some() {
@@ -94,6 +95,7 @@ impl IgnoreRules {
     }
 
     /// The patterns, `!`-prefixed for re-includes, in order.
+    #[cfg(test)]
     pub fn patterns(&self) -> Vec<String> {
         self.rules
             .iter()

@@ -18,9 +18,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 
-pub use hash::{HashMemo, MemoStats, RACY_WINDOW};
+pub use hash::HashMemo;
 pub use ignore::IgnoreRules;
-pub use pattern::Pattern;
 
 /// Type of a context entry (as `lstat` sees it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +70,7 @@ pub struct Match {
 
 impl Match {
     /// Type of the matched object (a directory source means its contents).
+    #[cfg(test)]
     pub fn kind(&self) -> FileKind {
         self.entries[0].kind
     }
@@ -126,6 +126,7 @@ impl Context {
     /// Reads a file by context-relative name ignoring `.dockerignore` (Docker still sends an
     /// ignored Dockerfile or `.dockerignore` to the builder), following symlinks only within the
     /// root. `None` if it does not exist.
+    #[cfg(test)]
     pub fn read_unfiltered(&self, rel: &str) -> Result<Option<Vec<u8>>> {
         resolve::read_in_root(&self.root, rel)
     }

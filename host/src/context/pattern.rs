@@ -28,6 +28,8 @@ enum Tok {
 /// A compiled Docker path pattern, matched against a cleaned, `/`-separated relative path.
 #[derive(Debug, Clone)]
 pub struct Pattern {
+    /// The pattern as written, for `.dockerignore` listings in the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     text: String,
     toks: Vec<Tok>,
 }
@@ -50,6 +52,7 @@ impl Pattern {
     }
 
     /// The pattern as written (after cleaning).
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         &self.text
     }

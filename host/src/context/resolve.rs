@@ -11,16 +11,14 @@ use std::fs::{self, File, Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
 
 use super::ignore::IgnoreRules;
 use super::pattern::{Pattern, clamp_to_root, has_meta};
 use super::{Entry, FileKind};
-
-/// Symlink expansions allowed while resolving one path (Linux's MAXSYMLINKS).
-const MAX_SYMLINKS: usize = 40;
+use crate::sys::{self, Missing};
 
 pub(crate) fn join(a: &str, b: &str) -> String {
     if a.is_empty() {
@@ -69,53 +67,10 @@ pub(crate) fn resolve_in_root(
     rel: &str,
     follow_final: bool,
 ) -> Result<Option<String>> {
-    let mut stack: Vec<String> = Vec::new();
-    let mut queue: Vec<String> = Vec::new(); // reversed: pop() yields the next component
-    push_components(&mut queue, Path::new(rel))?;
-    let mut hops = 0;
-    while let Some(c) = queue.pop() {
-        if c == ".." {
-            stack.pop();
-            continue;
-        }
-        stack.push(c);
-        let cur = stack.join("/");
-        let Some(md) = lstat(root, &cur)? else {
-            return Ok(None);
-        };
-        let last = queue.is_empty();
-        if md.file_type().is_symlink() && (!last || follow_final) {
-            hops += 1;
-            if hops > MAX_SYMLINKS {
-                return Err(anyhow!(
-                    "too many levels of symbolic links resolving {rel:?} in the build context"
-                ));
-            }
-            let target = fs::read_link(abs(root, &cur))?;
-            stack.pop();
-            if target.is_absolute() {
-                stack.clear();
-            }
-            push_components(&mut queue, &target)?;
-        } else if !last && !md.is_dir() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(stack.join("/")))
-}
-
-/// Pushes the components of `p` onto a reversed work queue (so they pop in order).
-fn push_components(queue: &mut Vec<String>, p: &Path) -> Result<()> {
-    let mut comps = Vec::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => comps.push(utf8(n, Path::new(""))?),
-            Component::ParentDir => comps.push("..".to_string()),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    queue.extend(comps.into_iter().rev());
-    Ok(())
+    Ok(
+        sys::resolve_in_root(root, rel, follow_final, Missing::Stop, "the build context")?
+            .map(|c| c.join("/")),
+    )
 }
 
 /// Opens a regular file at physical path `rel` without following a final symlink.

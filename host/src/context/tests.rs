@@ -5,6 +5,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use super::hash::{MemoStats, RACY_WINDOW};
 use super::*;
 
 fn write(root: &Path, rel: &str, data: &str) {

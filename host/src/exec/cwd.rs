@@ -3,57 +3,19 @@
 //! descriptor runc leaked, so the host refuses any working directory that resolves into `/proc`,
 //! whatever runc version runs the step.
 
-use std::path::{Component, Path};
+use std::path::Path;
 
 use anyhow::{Result, bail};
 
-/// Symlinks followed before giving up, as Linux's MAXSYMLINKS.
-const MAX_SYMLINKS: usize = 40;
+use crate::sys::{Missing, resolve_in_root};
 
 /// Resolves `path` as the container will see it: against `rootfs`, following the image's
 /// symlinks (absolute ones from the container's root, never out of it) and continuing lexically
 /// through components the image does not have. Returns the absolute container path.
 pub(crate) fn resolve_container_path(rootfs: &Path, path: &str) -> Result<String> {
-    let mut stack: Vec<String> = Vec::new();
-    let mut queue: Vec<String> = Vec::new(); // reversed: pop() yields the next component
-    push(&mut queue, Path::new(path));
-    let mut hops = 0;
-    while let Some(c) = queue.pop() {
-        if c == ".." {
-            stack.pop();
-            continue;
-        }
-        stack.push(c);
-        let host = rootfs.join(stack.join("/"));
-        let Ok(md) = std::fs::symlink_metadata(&host) else {
-            continue; // missing: the rest is taken as written
-        };
-        if md.file_type().is_symlink() {
-            hops += 1;
-            if hops > MAX_SYMLINKS {
-                bail!("too many levels of symbolic links resolving {path:?} in the image");
-            }
-            let target = std::fs::read_link(&host)?;
-            stack.pop();
-            if target.is_absolute() {
-                stack.clear();
-            }
-            push(&mut queue, &target);
-        }
-    }
-    Ok(format!("/{}", stack.join("/")))
-}
-
-fn push(queue: &mut Vec<String>, p: &Path) {
-    let comps: Vec<String> = p
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect();
-    queue.extend(comps.into_iter().rev());
+    let comps =
+        resolve_in_root(rootfs, path, true, Missing::Lexical, "the image")?.unwrap_or_default();
+    Ok(format!("/{}", comps.join("/")))
 }
 
 /// Fails when `cwd` resolves into the container's `/proc`.

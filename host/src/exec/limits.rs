@@ -20,7 +20,7 @@ pub struct ResourceLimits {
 }
 
 impl ResourceLimits {
-    /// Whether no cgroup limit is set (`ulimits` need none).
+    /// No cgroup limit is set (`ulimits` need none).
     pub fn is_empty(&self) -> bool {
         self.memory.is_none() && self.pids.is_none()
     }

@@ -1,13 +1,13 @@
 //! Sandboxed RUN: runs one command in a runc container whose rootfs is an overlay of read-only
 //! layers plus a writable upper dir, and streams its combined stdout/stderr back.
 //!
-//! Layout: [`spec`] builds the OCI runtime spec, [`overlay`] mounts/unmounts the rootfs and probes
-//! the host ([`detect`]), [`user`] resolves `USER` strings against the rootfs, [`runner`] drives
+//! Layout: [`spec`] builds the OCI runtime spec, the rootfs is an overlay mounted by
+//! [`crate::snapshot`], [`detect`] probes the host, [`user`] resolves `USER` strings against the rootfs, [`runner`] drives
 //! runc and cleans up on every path.
 
 mod cwd;
+mod detect;
 mod limits;
-mod overlay;
 mod runner;
 mod spec;
 mod stale;
@@ -21,9 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) use cwd::resolve_container_path;
-pub use limits::{ResourceLimits, controller_available, parse_memory};
-pub use overlay::{Capabilities, detect, mounts_under, overlay_usable};
-pub(crate) use overlay::{mount_overlay_readonly, unmount};
+pub use limits::{ResourceLimits, parse_memory};
 pub use runner::run;
 pub use stale::{StaleRun, find_stale, remove_stale};
 pub use ulimit::{Ulimits, parse_ulimit};

@@ -10,9 +10,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use super::overlay::{find_runc, mount_overlay, mounts_under, unmount};
+use super::detect::find_runc;
 use super::spec::{BundleFiles, build_spec};
 use super::{ExtraMount, Network, RunOutcome, RunSpec};
+use crate::snapshot::{mount_overlay, mounts_under, unmount};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::overlay::{find_runc, mounts_under, unmount};
+use super::detect::find_runc;
+use crate::snapshot::{mounts_under, unmount};
 
 /// What a dead run left behind under a state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,15 +17,6 @@ pub enum StaleRun {
     Bundle { path: PathBuf, mounts: Vec<PathBuf> },
     /// runc's state for a container (`runc/<id>`): the container may still be running.
     RuncState { id: String, path: PathBuf },
-}
-
-impl StaleRun {
-    /// The path to show the user.
-    pub fn path(&self) -> &Path {
-        match self {
-            StaleRun::Bundle { path, .. } | StaleRun::RuncState { path, .. } => path,
-        }
-    }
 }
 
 fn dir_entries(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -4,11 +4,12 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::overlay::mounts_under;
+use super::detect::{Capabilities, detect};
 use super::*;
+use crate::snapshot::mounts_under;
 
 fn should_skip() -> bool {
-    if super::overlay::find_runc().is_none() && std::env::var_os("CI").is_none() {
+    if super::detect::find_runc().is_none() && std::env::var_os("CI").is_none() {
         eprintln!(
             "skipping sandbox test: runc is not installed (apt-get install runc) and CI is unset"
         );

@@ -2,8 +2,11 @@
 
 /// An embedded frontend: its name (usable in `--frontend` and `# syntax=`) and component bytes.
 pub struct Embedded {
+    /// The name `--frontend` and `# syntax=` use.
     pub name: &'static str,
+    /// What it translates, for `wbuild frontends`.
     pub description: &'static str,
+    /// The component.
     pub bytes: &'static [u8],
 }
 

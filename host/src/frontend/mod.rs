@@ -23,7 +23,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{Diagnostic, FrontendInfo, Input, Translation};
-pub use cache::{ArtifactInfo, CachedArtifact, LoadKind};
+pub use cache::{CachedArtifact, LoadKind};
 use imports::CallState;
 pub use imports::{EmptyImages, ImageResolver};
 
@@ -92,7 +92,9 @@ pub struct Frontend {
 /// What the host passes to a call besides the input.
 #[derive(Clone)]
 pub struct CallContext {
+    /// Answers the frontend's `resolve-image-config` calls.
     pub images: Arc<dyn ImageResolver>,
+    /// The build context, for `read-context-file` (None: the frontend reads no files).
     pub context_dir: Option<PathBuf>,
 }
 

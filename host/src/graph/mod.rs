@@ -3,9 +3,9 @@
 
 mod plan;
 
-pub use plan::{Plan, PlanStage};
+pub use plan::Plan;
 
-use crate::frontend::bindings::{Base, Graph, Mount, Op, Source, Stage};
+use crate::ir::{Base, Graph, Mount, Op, Source, Stage};
 
 /// Bounds on what a frontend may return; anything larger is a broken or hostile frontend.
 pub const MAX_STAGES: usize = 10_000;
@@ -169,7 +169,7 @@ pub fn reachable(graph: &Graph) -> Vec<u32> {
 pub(crate) mod testing {
     //! Builders of small IR graphs for the host's unit tests.
     use super::*;
-    use crate::frontend::bindings::{CopyOp, ImageRef, OpNode, Span};
+    use crate::ir::{CopyOp, ImageRef, OpNode, Span};
 
     pub fn span(line: u32) -> Span {
         Span {
@@ -298,7 +298,7 @@ mod tests {
         ));
         let mut big = stage(Base::Scratch, &[]);
         big.ops = (0..70)
-            .map(|_| crate::frontend::bindings::OpNode {
+            .map(|_| crate::ir::OpNode {
                 op: Op::Workdir(format!("/{}", "d".repeat(1 << 20))),
                 span: super::testing::span(2),
                 text: String::new(),

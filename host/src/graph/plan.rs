@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{reachable, stage_deps};
-use crate::frontend::bindings::{Base, Diagnostic, Graph, Mount, Op, Source, Stage};
+use crate::ir::{Base, Diagnostic, Graph, Mount, Op, Source, Stage};
 
 /// A stage that will run, with its index in the frontend's graph.
 #[derive(Serialize)]
@@ -20,11 +20,15 @@ pub struct PlanStage<'a> {
 pub struct Plan<'a> {
     /// The build file and the frontend that read it.
     pub file: &'a str,
+    /// The frontend, as `label (digest)`.
     pub frontend: &'a str,
+    /// Index of the target stage.
     pub target: u32,
+    /// The stages that run, in the order they may start.
     pub stages: Vec<PlanStage<'a>>,
     /// Stages of the file that the target does not need: they do not run.
     pub skipped: Vec<Skipped<'a>>,
+    /// The frontend's warnings.
     pub warnings: &'a [Diagnostic],
 }
 
@@ -35,6 +39,7 @@ pub struct Skipped<'a> {
 }
 
 impl<'a> Plan<'a> {
+    /// The plan of `graph` (validated) as read from `file` by `frontend`.
     pub fn new(
         file: &'a str,
         frontend: &'a str,
@@ -70,6 +75,7 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// The plan as pretty-printed JSON (the format `wbuild plan` prints).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("plan serializes")
     }

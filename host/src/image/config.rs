@@ -267,12 +267,14 @@ impl ConfigBuilder {
         }
     }
 
+    #[cfg(test)]
     pub fn from_base_json(bytes: &[u8]) -> serde_json::Result<Self> {
         Ok(Self::from_base(ImageConfig::from_json(bytes)?))
     }
 
     /// Add `PATH=<default>` if the env has no PATH (BuildKit does this for the run environment;
     /// call it when the config should carry it too).
+    #[cfg(test)]
     pub fn ensure_default_path(&mut self) -> &mut Self {
         if self.img.env("PATH").is_none() {
             self.img
@@ -383,11 +385,6 @@ impl ConfigBuilder {
     /// `MAINTAINER`.
     pub fn author(&mut self, author: &str) -> &mut Self {
         self.img.author = Some(author.into());
-        self
-    }
-
-    pub fn args_escaped(&mut self, v: bool) -> &mut Self {
-        self.img.config.args_escaped = v;
         self
     }
 

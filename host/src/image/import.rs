@@ -28,7 +28,11 @@ use std::path::{Path, PathBuf};
 pub struct ImportedImage {
     /// Digest of the (stored) OCI or Docker manifest.
     pub manifest_digest: String,
+    /// The manifest (read by the round-trip tests; the catalog reads the stored blobs).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub manifest: ImageManifest,
+    /// The image config.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub config: ImageConfig,
     /// Names from `RepoTags` (docker archive) or `index.json` annotations (OCI).
     pub names: Vec<String>,

@@ -2,13 +2,14 @@
 //! OCI layouts and Docker-loadable tars, and import of `docker save` / OCI archives.
 //!
 //! This module owns the *format*, not the storage: blobs come from a [`BlobSource`] and go into a
-//! [`BlobSink`], two tiny traits the content-addressed store implements (`crate::catalog`). A
+//! [`BlobSink`], two tiny traits the content-addressed store defines and implements (`crate::store`). A
 //! test-only `DirBlobs` (a plain `blobs/sha256/<hex>` directory) implements both for the tests.
 //!
 //! - [`config`]: [`ImageConfig`] and [`ConfigBuilder`] (Dockerfile config edits, history, diff_ids).
 //! - [`manifest`]: OCI image manifest / index construction, layer media types, canonical JSON.
 //! - [`export`]: OCI layout directory or tar, Docker-loadable tar (OCI layout + `manifest.json`).
 //! - [`import`]: `docker save` archives (legacy and blobs layouts) and OCI layouts (tar or dir).
+//! - [`normalize`] / [`familiar`]: image names as Docker normalises and shows them.
 
 pub mod config;
 pub mod export;
@@ -16,35 +17,22 @@ pub mod import;
 pub mod load;
 pub mod manifest;
 pub mod named;
+mod reference;
 #[cfg(test)]
 mod roundtrip_tests;
 
-pub use config::{ConfigBuilder, Healthcheck, History, ImageConfig, RootFs, RunConfig};
+pub use config::{ConfigBuilder, Healthcheck, ImageConfig};
 pub use export::{ExportOptions, export_docker_tar, export_oci_dir, export_oci_tar, export_tar_to};
-pub use import::{ImportedImage, import_path};
-pub use manifest::{Compression, canonical_json, image_index, image_manifest};
+pub use import::import_path;
+pub use manifest::{Compression, canonical_json, image_index};
+pub use reference::{familiar, normalize};
 
 use sha2::{Digest as _, Sha256};
-use std::fs;
 use std::io::{self, Read};
-use std::path::Path;
 #[cfg(test)]
-use std::{io::Write, path::PathBuf};
+use std::{fs, io::Write, path::PathBuf};
 
-/// Read access to content-addressed blobs (`sha256:<hex>` digests).
-pub trait BlobSource {
-    /// Open a blob for streaming. Implementations need not verify; exporters verify as they copy.
-    fn open_blob(&self, digest: &str) -> io::Result<Box<dyn Read + '_>>;
-    /// Size in bytes of a blob.
-    fn blob_size(&self, digest: &str) -> io::Result<u64>;
-}
-
-/// Write access to a content-addressed blob store.
-pub trait BlobSink {
-    /// Store the whole of `reader` as a blob and return its `(digest, size)`. When `expected` is
-    /// given, the sink must fail (and keep nothing) if the content does not hash to it.
-    fn put_blob(&self, reader: &mut dyn Read, expected: Option<&str>) -> io::Result<(String, u64)>;
-}
+pub use crate::store::{BlobSink, BlobSource};
 
 /// `sha256:<hex>` of a byte slice.
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -127,6 +115,10 @@ impl BlobSource for DirBlobs {
     fn open_blob(&self, digest: &str) -> io::Result<Box<dyn Read + '_>> {
         Ok(Box::new(fs::File::open(self.path_of(digest)?)?))
     }
+}
+
+#[cfg(test)]
+impl DirBlobs {
     fn blob_size(&self, digest: &str) -> io::Result<u64> {
         Ok(fs::metadata(self.path_of(digest)?)?.len())
     }
@@ -158,24 +150,7 @@ impl BlobSink for DirBlobs {
     }
 }
 
-/// Write `path` atomically: `f` fills a temp file in the same directory, which is fsynced and
-/// renamed over `path` only if `f` succeeded.
-pub(crate) fn write_atomic(
-    path: &Path,
-    f: impl FnOnce(&mut fs::File) -> io::Result<()>,
-) -> io::Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".wbuild-tmp-")
-        .tempfile_in(parent)?;
-    f(tmp.as_file_mut())?;
-    tmp.as_file_mut().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
+pub(crate) use crate::sys::write_atomic;
 
 #[cfg(test)]
 mod tests {

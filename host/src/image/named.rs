@@ -18,16 +18,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-use crate::frontend::bindings::Platform;
 use crate::image::{ConfigBuilder, manifest};
+use crate::ir::Platform;
 use crate::snapshot::{Compression, LayerWriter};
 use crate::store::Store;
 
 /// What a `--build-context` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NamedContext {
+    /// A directory: a one-layer image of its files.
     Dir(PathBuf),
+    /// `docker-image://REF`.
     Image(String),
+    /// `oci-layout://PATH[@TAG]`.
     OciLayout(PathBuf, Option<String>),
 }
 
@@ -63,6 +66,20 @@ pub fn parse(spec: &str) -> anyhow::Result<(String, NamedContext)> {
         NamedContext::Dir(value.into())
     };
     Ok((name.to_string(), ctx))
+}
+
+/// The reference each NAME stands for, with what the store needs for it made or imported
+/// (directories and OCI layouts).
+pub fn prepare_all(
+    store: &Store,
+    contexts: &[(String, NamedContext)],
+    platform: &Platform,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, ctx) in contexts {
+        out.insert(name.clone(), prepare(store, name, ctx, platform)?);
+    }
+    Ok(out)
 }
 
 /// The reference NAME stands for, preparing what the store needs for it.

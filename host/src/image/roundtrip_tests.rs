@@ -2,6 +2,8 @@
 //! format, import it back, check determinism and corruption handling, and validate the outputs
 //! with skopeo and umoci when installed (always in CI).
 
+use super::import::ImportedImage;
+use super::manifest::image_manifest;
 use super::manifest::{self, MEDIA_CONFIG};
 use super::*;
 use std::io::Write;

@@ -20,9 +20,13 @@ use serde::Serialize;
 /// How progress is shown (`--progress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
+    /// `tty` on a terminal, else `plain`.
     Auto,
+    /// A log, RUN output prefixed.
     Plain,
+    /// A live view of the running steps.
     Tty,
+    /// One JSON event per line.
     Json,
 }
 
@@ -118,6 +122,7 @@ impl Progress {
         })
     }
 
+    /// How this progress is shown.
     pub fn mode(&self) -> Mode {
         self.mode
     }

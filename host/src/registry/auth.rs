@@ -82,16 +82,13 @@ fn write_config(config: &Map<String, Value>) -> anyhow::Result<PathBuf> {
     let path = config_path();
     let dir = path.parent().expect("config path has a directory");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("writing {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt as _;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    serde_json::to_writer_pretty(tmp.as_file_mut(), config)?;
-    tmp.as_file_mut().write_all(b"\n")?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    crate::sys::write_atomic(&path, |f| {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        serde_json::to_writer_pretty(&mut *f, config)?;
+        f.write_all(b"\n")
+    })
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }
 

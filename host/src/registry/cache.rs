@@ -50,7 +50,9 @@ pub enum CacheSource {
 /// `--cache-to`: where, and which records.
 #[derive(Debug, Clone)]
 pub struct CacheTarget {
+    /// The registry reference or directory.
     pub place: CacheSource,
+    /// Which steps' records go.
     pub mode: CacheMode,
 }
 

@@ -17,6 +17,5 @@ pub mod reference;
 pub mod resolve;
 
 pub use client::Registry;
-pub use pull::Resolved;
 pub use reference::ImageName;
 pub use resolve::Images;

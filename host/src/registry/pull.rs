@@ -15,11 +15,11 @@ use serde_json::Value;
 
 use super::client::{Conn, Registry, explain};
 use super::reference::ImageName;
-use crate::frontend::bindings::Platform;
 use crate::image::ImageConfig;
 use crate::image::manifest::{
     DOCKER_MEDIA_LIST, DOCKER_MEDIA_MANIFEST, MEDIA_INDEX, MEDIA_MANIFEST,
 };
+use crate::ir::Platform;
 use crate::store::{Digest, Store, StoreError};
 
 /// Manifest media types wbuild accepts from registries.
@@ -342,7 +342,7 @@ impl Registry {
     ) -> anyhow::Result<bool> {
         let digest: Digest = desc.digest().to_string().parse()?;
         if store.has_blob(&digest) {
-            super::push::record_source(store, &digest, &name.repo());
+            store.record_blob_source(&digest, &name.repo());
             return Ok(false);
         }
         let od = OciDescriptor {
@@ -392,7 +392,7 @@ impl Registry {
         }
         match w.finish(Some(&digest)) {
             Ok(_) => {
-                super::push::record_source(store, &digest, &name.repo());
+                store.record_blob_source(&digest, &name.repo());
                 Ok(true)
             }
             Err(StoreError::DigestMismatch { actual, .. }) => {

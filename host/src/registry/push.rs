@@ -1,12 +1,11 @@
 //! Pushing: every blob of an image (or index) the registry lacks is uploaded by streaming it
 //! from the store (chunked; never read whole into memory); blobs the registry already has are
 //! skipped after a HEAD, and blobs known to come from another repository of the same registry
-//! are cross-repository mounted instead of uploaded. Manifests are pushed byte-exact, so the
-//! digest in the registry is the digest in the store. Also records, on pull, which repository
-//! each blob came from (under `ROOT/registry-sources/`), for those mounts.
+//! are cross-repository mounted instead of uploaded (the store records, on pull, which
+//! repository each blob came from). Manifests are pushed byte-exact, so the digest in the
+//! registry is the digest in the store.
 
 use std::io::Read;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
@@ -29,59 +28,6 @@ pub struct PushStats {
     pub uploaded: usize,
     pub mounted: usize,
     pub existing: usize,
-}
-
-fn sources_path(store: &Store, d: &Digest) -> PathBuf {
-    store.root().join("registry-sources").join(d.hex())
-}
-
-/// Remembers that blob `d` is in repository `repo` (`host/path`), for cross-repo mounts.
-pub(crate) fn record_source(store: &Store, d: &Digest, repo: &str) {
-    let path = sources_path(store, d);
-    let mut lines: Vec<String> = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    if lines.iter().any(|l| l == repo) {
-        return;
-    }
-    lines.push(repo.to_string());
-    // Best effort: this only saves uploads later.
-    let _ = std::fs::create_dir_all(path.parent().unwrap());
-    let _ = crate::image::write_atomic(&path, |f| {
-        use std::io::Write as _;
-        f.write_all(lines.join("\n").as_bytes())
-    });
-}
-
-/// Forgets the sources of blobs the store no longer has (after a prune).
-pub fn prune_sources(store: &Store) -> std::io::Result<()> {
-    let dir = store.root().join("registry-sources");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let gone = Digest::from_hex(&name.to_string_lossy())
-            .ok()
-            .is_none_or(|d| !store.has_blob(&d));
-        if gone {
-            std::fs::remove_file(entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-fn sources(store: &Store, d: &Digest) -> Vec<String> {
-    std::fs::read_to_string(sources_path(store, d))
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 fn read_blob(store: &Store, d: &Digest) -> anyhow::Result<Vec<u8>> {
@@ -229,7 +175,7 @@ impl Registry {
         if exists {
             return Ok(Outcome::Existing);
         }
-        for src in sources(store, d) {
+        for src in store.blob_sources(d) {
             let Some(repo) = src.strip_prefix(&format!("{}/", name.host)) else {
                 continue;
             };
@@ -254,7 +200,7 @@ impl Registry {
         })
         .await
         .map_err(|e| explain(conn, e, &format!("pushing blob {d} of"), name))?;
-        record_source(store, d, &name.repo());
+        store.record_blob_source(d, &name.repo());
         Ok(Outcome::Uploaded)
     }
 }

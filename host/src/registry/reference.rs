@@ -1,11 +1,11 @@
 //! Image references as the registry code needs them: split into registry host, repository,
-//! tag and digest (after Docker's normalisation, `catalog::normalize`), turned into
+//! tag and digest (after Docker's normalisation, `image::normalize`), turned into
 //! `oci_client::Reference`s, and which hosts are insecure registries (no certificate checks,
 //! plain HTTP when they do not speak TLS).
 
 use std::fmt;
 
-use crate::catalog;
+use crate::image;
 
 /// A normalised image reference, split.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -21,7 +21,7 @@ pub struct ImageName {
 impl ImageName {
     /// Parses any spelling Docker accepts (`busybox`, `org/app:1`, `host:5000/a@sha256:…`).
     pub fn parse(reference: &str) -> anyhow::Result<ImageName> {
-        let full = catalog::normalize(reference).map_err(anyhow::Error::msg)?;
+        let full = image::normalize(reference).map_err(anyhow::Error::msg)?;
         let (name_tag, digest) = match full.split_once('@') {
             Some((n, d)) => (n, Some(d.to_string())),
             None => (full.as_str(), None),

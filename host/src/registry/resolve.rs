@@ -12,7 +12,7 @@ use super::pull::{Resolved, local, matches_platform};
 use super::reference::ImageName;
 use crate::catalog;
 use crate::frontend::ImageResolver;
-use crate::frontend::bindings::{ImageConfig as FrontendImageConfig, KeyValue, Platform};
+use crate::ir::{ImageConfig as FrontendImageConfig, KeyValue, Platform};
 use crate::store::Store;
 
 /// Resolves image references for one command.

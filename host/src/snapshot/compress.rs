@@ -11,9 +11,15 @@ use super::pgzip::ParGzEncoder;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// gzip (flate2 with the zlib-rs backend, on several threads: [`super::ParGzEncoder`]); level 0–9.
-    Gzip { level: u32 },
+    Gzip {
+        /// 0 (stored) to 9.
+        level: u32,
+    },
     /// zstd; level 1–22 (0 = zstd's default).
-    Zstd { level: i32 },
+    Zstd {
+        /// 1 to 22.
+        level: i32,
+    },
     /// Uncompressed tar.
     None,
 }

@@ -12,6 +12,7 @@ mod apply;
 mod compress;
 mod copy;
 mod diff;
+mod overlay;
 mod pgzip;
 mod stack;
 mod sys;
@@ -19,8 +20,10 @@ mod sys;
 mod tests;
 
 pub use apply::{apply_layer, extract_overlay_layer};
-pub use compress::{Compression, Format, LayerDigests, LayerWriter, decompress, sniff};
+pub use compress::{Compression, LayerWriter, decompress};
 pub use copy::copy_tree;
-pub use diff::{DiffOptions, DiffStats, OPAQUE_WHITEOUT, WHITEOUT_PREFIX, diff_upper};
-pub use pgzip::ParGzEncoder;
+pub use diff::{DiffOptions, diff_upper};
+#[cfg(test)]
+pub(crate) use overlay::probe_overlay;
+pub use overlay::{mount_overlay, mount_overlay_readonly, mounts_under, overlay_usable, unmount};
 pub use stack::Stacks;

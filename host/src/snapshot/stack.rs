@@ -134,7 +134,7 @@ impl Stacks {
         if all.len() < 2 {
             all.push(self.empty.clone());
         }
-        crate::exec::mount_overlay_readonly(&all, dir.path())?;
+        super::mount_overlay_readonly(&all, dir.path())?;
         let path = dir.path().to_path_buf();
         mounted.insert(*key, dir);
         Ok(path)
@@ -145,7 +145,7 @@ impl Drop for Stacks {
     fn drop(&mut self) {
         let mounted = std::mem::take(&mut *self.mounted.lock().unwrap());
         for (_, dir) in mounted {
-            if let Err(e) = crate::exec::unmount(dir.path()) {
+            if let Err(e) = super::unmount(dir.path()) {
                 eprintln!("warning: {e:#}");
                 // Never remove what may still be a mount of layer directories.
                 let _ = dir.keep();

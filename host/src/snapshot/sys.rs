@@ -4,13 +4,9 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-pub(crate) fn cstr(p: impl AsRef<OsStr>) -> io::Result<CString> {
-    CString::new(p.as_ref().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
+pub(crate) use crate::sys::cstr;
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -146,21 +142,7 @@ pub(crate) fn chmod_at(dir: BorrowedFd, name: &CStr, mode: u32) -> io::Result<()
 
 /// Set atime and mtime (seconds + nanoseconds) without following `name`.
 pub(crate) fn set_times_at(dir: BorrowedFd, name: &CStr, secs: i64, nsecs: i64) -> io::Result<()> {
-    let ts = libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nsecs as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: valid fd, C string and array of two timespecs.
-    check(unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    crate::sys::set_times(Some(dir), name, secs, nsecs)
 }
 
 pub(crate) fn mknod_at(

@@ -12,6 +12,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use super::compress::{Format, sniff};
+use super::pgzip::ParGzEncoder;
 use super::*;
 
 fn c(p: &Path) -> CString {

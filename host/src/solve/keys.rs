@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::frontend::bindings::{Base, Op, Platform};
+use crate::ir::{Base, Op, Platform};
 use crate::store::Digest;
 
 /// Version of the key scheme: bump it when the meaning of a key changes.
@@ -94,7 +94,7 @@ pub fn op_cache_key(parent: &Digest, op: &Op, inputs: &StepInputs) -> Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::bindings::{KeyValue, Network, RunOp, Security};
+    use crate::ir::{KeyValue, Network, RunOp, Security};
 
     fn run(cmd: &str) -> Op {
         Op::Run(RunOp {
@@ -146,7 +146,7 @@ mod tests {
 
     #[test]
     fn base_keys_depend_on_resolved_digest_and_platform() {
-        let img = Base::Image(crate::frontend::bindings::ImageRef {
+        let img = Base::Image(crate::ir::ImageRef {
             reference: "busybox".into(),
             platform: None,
         });

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 
-use crate::frontend::bindings::Graph;
 use crate::graph::{reachable, stage_deps};
+use crate::ir::Graph;
 
 /// The first stage that failed, and why.
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +101,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::bindings::Base;
     use crate::graph::testing::{image, stage};
+    use crate::ir::Base;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 

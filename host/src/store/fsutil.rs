@@ -1,116 +1,53 @@
-//! Owns the low-level file primitives the store is built on: uniquely named temp files in
-//! `root/tmp` (held under an advisory lock while alive), fsync of files and directories,
-//! atomic publish by rename, atomic small-file writes, and `flock` wrappers.
+//! The store's view of the filesystem primitives of [`crate::sys`]: temp files in `root/tmp`,
+//! atomic small-file writes and directory fsyncs with the store's errors, and the read, remove
+//! and list helpers its files share.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use super::error::{Result, StoreError};
+use crate::sys;
 
-/// Suffix of every temp file the store creates.
-pub(crate) const TMP_SUFFIX: &str = ".tmp";
+pub(crate) use crate::sys::{TMP_SUFFIX, flock};
 
-/// A temp file in `root/tmp`: locked (exclusive `flock`) for its whole life so that
-/// `cleanup_tmp` never deletes it under a live writer, and removed on drop unless published.
-pub(crate) struct TempFile {
-    file: Option<File>,
-    path: PathBuf,
-}
+/// A temp file in `root/tmp`, locked while alive (see [`crate::sys::TempFile`]), with the
+/// store's errors.
+pub(crate) struct TempFile(sys::TempFile);
 
 impl TempFile {
     /// Creates a new, uniquely named, locked temp file in `dir`.
     pub(crate) fn new_in(dir: &Path) -> Result<TempFile> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let pid = std::process::id();
-        loop {
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let path = dir.join(format!("{pid}-{n}-{nanos:x}{TMP_SUFFIX}"));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    // Lock at once; cleanup only removes unlocked files that are also old.
-                    flock(&file, libc::LOCK_EX).map_err(StoreError::io("lock", &path))?;
-                    return Ok(TempFile {
-                        file: Some(file),
-                        path,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(StoreError::io("create", &path)(e)),
-            }
-        }
+        sys::TempFile::new_in(dir, "")
+            .map(TempFile)
+            .map_err(StoreError::io("create a temp file in", dir))
     }
 
     pub(crate) fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("temp file used after publish")
+        self.0.file()
     }
 
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
-    /// fsyncs the content, renames the file to `dest` (atomically replacing any existing file)
-    /// and fsyncs `dest`'s directory so the new name survives a crash.
-    pub(crate) fn publish(mut self, dest: &Path) -> Result<()> {
-        let file = self.file.take().expect("temp file published twice");
-        file.sync_all()
-            .map_err(StoreError::io("fsync", &self.path))?;
-        fs::rename(&self.path, dest).map_err(StoreError::io("rename into place", dest))?;
-        // The rename succeeded: from here on, the temp name no longer exists.
-        self.path = PathBuf::new();
-        drop(file);
-        if let Some(parent) = dest.parent() {
-            sync_dir(parent)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = fs::remove_file(&self.path);
-        }
+    /// fsyncs, renames to `dest` and fsyncs `dest`'s directory.
+    pub(crate) fn publish(self, dest: &Path) -> Result<()> {
+        self.0
+            .publish(dest)
+            .map_err(StoreError::io("publish", dest))
     }
 }
 
 /// Atomically replaces `dest` with `data`: temp file in `tmp_dir`, fsync, rename, fsync dir.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp = TempFile::new_in(tmp_dir)?;
-    let path = tmp.path().to_path_buf();
-    tmp.file()
-        .write_all(data)
-        .map_err(StoreError::io("write", path))?;
-    tmp.publish(dest)
+    sys::write_atomic_in(tmp_dir, dest, |f| f.write_all(data))
+        .map_err(StoreError::io("write", dest))
 }
 
 /// fsyncs a directory (makes renames and unlinks in it durable).
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("fsync directory", dir))
-}
-
-/// `flock(2)` with EINTR retry. `op` is `LOCK_EX`, `LOCK_SH`, optionally `| LOCK_NB`.
-pub(crate) fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
-    loop {
-        // SAFETY: flock on a valid, open file descriptor owned by `file`.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    sys::sync_dir(dir).map_err(StoreError::io("fsync directory", dir))
 }
 
 /// Reads a whole small file, mapping "not found" to `None`.

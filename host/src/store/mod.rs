@@ -10,7 +10,13 @@
 //! refs/<encoded name>  image name → manifest digest
 //! locks/<name>.lock    advisory flock files
 //! tmp/                 in-progress writes; ignored by readers, cleaned by `cleanup_tmp`
+//! exec/                the sandbox's state: runc's root and the bundles of running steps
+//! cache-mounts/<hex>   `RUN --mount=type=cache` directories, by id
+//! registry-sources/<hex>  repositories a blob was pulled from (for cross-repository mounts)
+//! cache/context-hashes.json  the build context's content-hash memo
+//! cache/frontends/     compiled frontend components
 //! ```
+//! Every other module asks the store for these paths; none spells them out.
 //! Crash safety: everything reaches its final name by fsync + rename from `tmp/`, so a torn
 //! write never appears under a final name. Concurrency: writers use unique temp names, so two
 //! processes writing the same blob both succeed; [`Store::lock`] serializes the rest.
@@ -26,6 +32,8 @@ mod fsutil;
 mod lock;
 mod names;
 mod refs;
+mod source;
+mod sources;
 #[cfg(test)]
 mod tests;
 
@@ -35,11 +43,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-pub use blobs::BlobWriter;
 pub use digest::Digest;
 pub use error::{Result, StoreError};
 pub use lock::LockGuard;
-pub use names::validate_ref_name;
+pub use source::{BlobSink, BlobSource};
 
 /// The layout version this build writes and the newest it reads.
 pub const LAYOUT_VERSION: u32 = 1;
@@ -172,11 +179,13 @@ impl Store {
         self.root.join("snapshots")
     }
 
-    fn blobs_dir(&self) -> PathBuf {
+    /// Blob files, named by the hex of their sha256.
+    pub(crate) fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs/sha256")
     }
 
-    fn cache_dir(&self) -> PathBuf {
+    /// The cache index: one record file per cache key.
+    pub(crate) fn cache_dir(&self) -> PathBuf {
         self.root.join("cache")
     }
 
@@ -184,8 +193,34 @@ impl Store {
         self.root.join("refs")
     }
 
-    fn locks_dir(&self) -> PathBuf {
+    /// Lock files.
+    pub(crate) fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
+    }
+
+    /// The sandbox's state directory (runc's root, bundles of running steps).
+    pub fn exec_dir(&self) -> PathBuf {
+        self.root.join("exec")
+    }
+
+    /// Where `RUN --mount=type=cache` directories are kept across builds.
+    pub fn cache_mounts_dir(&self) -> PathBuf {
+        self.root.join("cache-mounts")
+    }
+
+    /// Records of which repositories each blob was pulled from.
+    fn registry_sources_dir(&self) -> PathBuf {
+        self.root.join("registry-sources")
+    }
+
+    /// The build context's content-hash memo file.
+    pub fn context_memo_path(&self) -> PathBuf {
+        self.cache_dir().join("context-hashes.json")
+    }
+
+    /// Where compiled frontend components are cached.
+    pub fn frontend_cache_dir(&self) -> PathBuf {
+        self.cache_dir().join("frontends")
     }
 
     /// Removes temp files left by killed processes: those older than [`TMP_MAX_AGE`] that no

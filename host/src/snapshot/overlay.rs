@@ -1,8 +1,8 @@
-//! Overlayfs mounting of a RUN rootfs, mount-table checks, and [`detect`]: what this host can do
-//! (runc present, root, overlayfs usable) so the build can pick a snapshotter.
+//! Overlayfs: mounting a writable overlay (a RUN's rootfs) or a read-only one (a stack's merged
+//! view), unmounting, the mount table below a path, and the probe that tells whether this
+//! process can use overlays at all.
 
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,8 +11,7 @@ use anyhow::{Context, Result, bail};
 const OVERLAY_OPTS: &str = "index=off,redirect_dir=off,metacopy=off";
 
 fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .with_context(|| format!("path {} contains NUL", p.display()))
+    crate::sys::cstr(p).with_context(|| format!("path {} contains NUL", p.display()))
 }
 
 fn check_overlay_path(p: &Path) -> Result<String> {
@@ -57,12 +56,7 @@ fn mount(data: &str, flags: libc::c_ulong, target: &Path) -> Result<()> {
 }
 
 /// Mount an overlay of `lowers` (top first) + `upper`/`work` at `target`.
-pub(crate) fn mount_overlay(
-    lowers: &[PathBuf],
-    upper: &Path,
-    work: &Path,
-    target: &Path,
-) -> Result<()> {
+pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     if lowers.is_empty() {
         bail!("overlay needs at least one lower dir");
     }
@@ -77,7 +71,7 @@ pub(crate) fn mount_overlay(
 
 /// Mount a read-only overlay of `lowers` (top first; overlayfs needs at least two without an
 /// upper dir) at `target`: the merged filesystem of a layer stack, for reading.
-pub(crate) fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
+pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
     if lowers.len() < 2 {
         bail!("a read-only overlay needs at least two lower dirs");
     }
@@ -86,7 +80,7 @@ pub(crate) fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Resul
 }
 
 /// Unmount `target`; lazily if a plain unmount reports it busy.
-pub(crate) fn unmount(target: &Path) -> Result<()> {
+pub fn unmount(target: &Path) -> Result<()> {
     let c = cstr(target)?;
     // SAFETY: valid C string.
     if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
@@ -142,79 +136,6 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What this host offers for RUN steps and snapshots.
-#[derive(Debug, Clone)]
-pub struct Capabilities {
-    /// Path of the `runc` binary, if found on PATH.
-    pub runc: Option<PathBuf>,
-    /// First line of `runc --version`.
-    pub runc_version: Option<String>,
-    /// Effective uid is 0.
-    pub is_root: bool,
-    /// A test overlay mount with wbuild's options succeeded.
-    pub overlay: bool,
-    /// Why overlayfs is not usable, when it is not.
-    pub overlay_error: Option<String>,
-}
-
-impl Capabilities {
-    /// The runc binary, or an error that tells the user how to get one.
-    pub fn require_runc(&self) -> Result<&Path> {
-        match &self.runc {
-            Some(p) => Ok(p),
-            None => bail!(
-                "RUN steps need the `runc` container runtime, which is not on PATH; \
-                 install it (Debian/Ubuntu: `apt-get install runc`)"
-            ),
-        }
-    }
-    /// Whether RUN steps can run at all (runc + root).
-    pub fn can_run(&self) -> bool {
-        self.runc.is_some() && self.is_root
-    }
-}
-
-/// Find `runc` on PATH.
-pub(crate) fn find_runc() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("runc"))
-        .find(|p| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
-}
-
-/// Probe the host: runc, root, overlayfs (by a test mount in a temp dir).
-pub fn detect() -> Result<Capabilities> {
-    let runc = find_runc();
-    let runc_version = runc.as_ref().and_then(|r| {
-        let out = std::process::Command::new(r)
-            .arg("--version")
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .map(str::to_string)
-    });
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let (overlay, overlay_error) = match probe_overlay() {
-        Ok(()) => (true, None),
-        Err(e) => (false, Some(format!("{e:#}"))),
-    };
-    Ok(Capabilities {
-        runc,
-        runc_version,
-        is_root,
-        overlay,
-        overlay_error,
-    })
-}
-
 /// Whether this process can use the overlay snapshotter: root, and a test overlay mount works.
 /// Probed once per process.
 pub fn overlay_usable() -> bool {
@@ -223,7 +144,7 @@ pub fn overlay_usable() -> bool {
     *USABLE.get_or_init(|| unsafe { libc::geteuid() } == 0 && probe_overlay().is_ok())
 }
 
-fn probe_overlay() -> Result<()> {
+pub(crate) fn probe_overlay() -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("wbuild-overlay-probe")
         .tempdir()

@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 
-use crate::frontend::bindings::{Graph, Stage};
+use crate::ir::{Graph, Stage};
 
 /// Whether stage `index` is named by one of `filter` (a stage name, case-insensitive, or its
 /// index).

@@ -7,8 +7,8 @@
 
 use anyhow::{Result, bail};
 
-use crate::frontend::bindings::{Base, CopyOp, Op, Platform};
 use crate::image::ConfigBuilder;
+use crate::ir::{Base, CopyOp, Op, Platform};
 use crate::solve::{self, StepInputs};
 use crate::store::Digest;
 

@@ -1,0 +1,115 @@
+//! What a build is asked to do ([`BuildOptions`], [`Output`], [`SecretSource`]) and what it
+//! reports ([`BuildResult`]).
+
+use std::path::PathBuf;
+
+use crate::exec;
+use crate::ir::Platform;
+use crate::registry::cache::{CacheSource, CacheTarget};
+use crate::snapshot::Compression;
+use crate::store::Digest;
+
+/// Where the result goes besides the store.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// OCI image layout: a tar file when the path ends in `.tar`, else a directory.
+    Oci(PathBuf),
+    /// OCI layout plus `manifest.json`, loadable by `docker load`, podman and skopeo.
+    Docker(PathBuf),
+    /// The final filesystem as a directory.
+    Local(PathBuf),
+    /// The final filesystem as a tar file.
+    Tar(PathBuf),
+    /// Pushed to a registry under this name (`-o type=registry,name=…`, `--push`).
+    Registry(String),
+    /// Loaded into the local Docker engine (`--load`).
+    Load,
+}
+
+/// How to build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Stages built at the same time (`--jobs`).
+    pub jobs: usize,
+    /// Run every step, ignoring the build cache (`--no-cache`).
+    pub no_cache: bool,
+    /// Names for the result in the store (`-t`).
+    pub tags: Vec<String>,
+    /// Where the result is written besides the store (`-o`, `--push`).
+    pub outputs: Vec<Output>,
+    /// `SOURCE_DATE_EPOCH`: clamps file times and fixes the config's timestamps.
+    pub source_date_epoch: Option<i64>,
+    /// The target platform: of stages that name none, and of the images they pull.
+    pub platform: Platform,
+    /// The build file's name, for messages.
+    pub file_name: String,
+    /// How new layers are compressed (`--compression`).
+    pub compression: Compression,
+    /// `--ssh ID[=SOCKET]`: SSH agent sockets RUN steps may mount, by id.
+    pub ssh: Vec<(String, PathBuf)>,
+    /// `--secret id=ID,...`: the secrets RUN steps may mount, by id.
+    pub secrets: Vec<(String, SecretSource)>,
+    /// `--cache-from`: build caches imported before the build.
+    pub cache_from: Vec<CacheSource>,
+    /// `--cache-to`: where the build cache is exported after the build.
+    pub cache_to: Vec<CacheTarget>,
+    /// `--memory`, `--pids-limit`: cgroup limits of every RUN.
+    pub limits: exec::ResourceLimits,
+    /// `--label`: labels set on the result's config.
+    pub labels: Vec<(String, String)>,
+    /// `--annotation`: annotations of the result's manifest.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--no-cache-filter`: stages (by name, case-insensitive, or index) whose steps all run.
+    pub no_cache_stages: Vec<String>,
+    /// `--shm-size`: size of every RUN's /dev/shm.
+    pub shm_size: Option<u64>,
+}
+
+impl BuildOptions {
+    /// What `wbuild build` does with no options: one stage per core at a time, the cache used,
+    /// gzip level 6, no names, outputs, secrets, caches or limits.
+    pub fn new(platform: Platform) -> Self {
+        BuildOptions {
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            no_cache: false,
+            tags: vec![],
+            outputs: vec![],
+            source_date_epoch: None,
+            platform,
+            file_name: String::new(),
+            compression: Compression::Gzip { level: 6 },
+            ssh: vec![],
+            secrets: vec![],
+            cache_from: vec![],
+            cache_to: vec![],
+            limits: exec::ResourceLimits::default(),
+            labels: vec![],
+            annotations: Default::default(),
+            no_cache_stages: vec![],
+            shm_size: None,
+        }
+    }
+}
+
+/// Where the value of a `--secret` comes from. Read only when a step mounts it.
+#[derive(Debug, Clone)]
+pub enum SecretSource {
+    /// `src=PATH`: the content of a file.
+    File(PathBuf),
+    /// `env=VAR`: the value of an environment variable of the build process.
+    Env(String),
+}
+
+/// The outcome of a build.
+pub struct BuildResult {
+    /// Digest of the image manifest.
+    pub manifest_digest: Digest,
+    /// Digest of the image config (the image ID).
+    pub config_digest: String,
+    /// Size of the manifest blob.
+    pub manifest_size: u64,
+    /// Steps that ran.
+    pub ran: usize,
+    /// Steps taken from the cache.
+    pub cached: usize,
+}

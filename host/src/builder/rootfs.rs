@@ -1,0 +1,127 @@
+//! Root filesystems of step states: the overlay snapshotter's layer stacks (each layer unpacked
+//! once, mounted as overlay lower dirs, read through a merged view), the copying fallback of
+//! flattened snapshots where overlays are unavailable, and writing a layer from an overlay
+//! upper (or any directory shaped like one).
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::{Builder, StageState};
+use crate::snapshot::{self, DiffOptions, LayerWriter, Stacks};
+use crate::solve::LayerRef;
+use crate::store::Digest;
+
+impl Builder<'_> {
+    /// The overlay snapshotter, when this host can mount overlays (root, overlayfs); probed
+    /// the first time a step needs a filesystem, so a fully cached build never mounts anything.
+    pub(super) fn stacks(&self) -> Option<&Stacks> {
+        self.stacks
+            .get_or_init(|| {
+                if !snapshot::overlay_usable() {
+                    return None;
+                }
+                match Stacks::new(&self.store.snapshots_dir(), &self.store.tmp_dir()) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.progress.message(&format!(
+                            "warning: overlay snapshots unavailable, copying instead: {e:#}"
+                        ));
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+
+    /// The state's filesystem as overlay lower dirs (top first), each layer unpacked once;
+    /// None when the overlay snapshotter is unavailable or the stack is too deep to mount.
+    pub(super) fn stack_lowers(&self, state: &StageState) -> anyhow::Result<Option<Vec<PathBuf>>> {
+        let Some(stacks) = self.stacks() else {
+            return Ok(None);
+        };
+        if !stacks.fits(state.layers.len()) {
+            return Ok(None);
+        }
+        let mut lowers = Vec::with_capacity(state.layers.len());
+        for l in state.layers.iter().rev() {
+            let dir = stacks
+                .layer(&l.diff_id, || {
+                    let d: Digest = l.digest.parse()?;
+                    Ok(Box::new(BufReader::new(self.store.open_blob(&d)?)))
+                })
+                .with_context(|| format!("unpacking layer {}", l.digest))?;
+            lowers.push(dir);
+        }
+        Ok(Some(lowers))
+    }
+
+    /// The state's filesystem as a directory to read: a merged overlay view of its layers, or
+    /// a flattened snapshot, materialised if needed.
+    pub(super) fn rootfs(&self, state: &mut StageState) -> anyhow::Result<PathBuf> {
+        if let Some(lowers) = self.stack_lowers(state)? {
+            let stacks = self.stacks().expect("stack_lowers found the stacks");
+            return stacks.view(&state.key, &lowers);
+        }
+        let dir = self.store.snapshots_dir().join(state.key.hex());
+        if dir.is_dir() {
+            state.snapshot = Some((state.key, state.layers.len()));
+            return Ok(dir);
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix(".snapshot-")
+            .tempdir_in(self.store.snapshots_dir())?;
+        let from = match state.snapshot {
+            Some((key, n)) => {
+                let src = self.store.snapshots_dir().join(key.hex());
+                if src.is_dir() { Some((src, n)) } else { None }
+            }
+            None => None,
+        };
+        let first = match from {
+            Some((src, n)) => {
+                snapshot::copy_tree(&src, tmp.path())?;
+                n
+            }
+            None => 0,
+        };
+        for l in &state.layers[first..] {
+            let d: Digest = l.digest.parse()?;
+            let blob = BufReader::new(self.store.open_blob(&d)?);
+            snapshot::apply_layer(snapshot::decompress(blob)?, tmp.path())
+                .with_context(|| format!("unpacking layer {}", l.digest))?;
+        }
+        let tmp = tmp.keep();
+        if std::fs::rename(&tmp, &dir).is_err() {
+            // Another build made the same snapshot first: use theirs.
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        state.snapshot = Some((state.key, state.layers.len()));
+        Ok(dir)
+    }
+
+    /// Write a layer from a directory shaped like an overlay upper; None when it is empty.
+    pub(super) fn layer_from(&self, upper: &Path) -> anyhow::Result<Option<LayerRef>> {
+        let compression = self.opts.compression;
+        let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
+        let stats = snapshot::diff_upper(
+            upper,
+            &mut w,
+            &DiffOptions {
+                source_date_epoch: self.opts.source_date_epoch,
+            },
+        )?;
+        if stats.entries == 0 {
+            return Ok(None);
+        }
+        let (digests, blob) = w.finish()?;
+        let (digest, size) = blob.finish(None)?;
+        Ok(Some(LayerRef {
+            digest: digest.to_string(),
+            diff_id: digests.diff_id,
+            size,
+            media_type: compression.media_type().into(),
+        }))
+    }
+}

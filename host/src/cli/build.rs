@@ -1,0 +1,194 @@
+//! `wbuild build` and `wbuild plan`: the options turned into a [`Request`] and
+//! [`BuildOptions`], the session called, the result printed.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+
+use super::args::{BuildOpts, PlanFormat, PlanOpts};
+use super::parse::{parse_build_args, parse_secret, parse_ssh, read_build_file};
+use super::{Reported, diagnostics};
+use super::{daily, outputs};
+use crate::builder::{BuildOptions, Output};
+use crate::ir::{host_platform, parse_platform};
+use crate::progress::Progress;
+use crate::registry::cache::{CacheSource, CacheTarget};
+use crate::session::{Rejected, Request, ResultFiles, Session};
+
+/// The frontend's inputs the options name.
+fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
+    Ok(Request {
+        frontend: opts.frontend.clone(),
+        file: read_build_file(opts)?,
+        context: opts.context.clone(),
+        build_args: parse_build_args(&opts.build_args)?,
+        target: opts.target.clone(),
+        platform: match &opts.platform {
+            Some(p) => parse_platform(p)?,
+            None => host_platform(),
+        },
+        pull: opts.pull,
+        build_contexts: daily::named_contexts(&opts.daily)?,
+    })
+}
+
+/// A frontend's diagnostics rendered for the terminal; other errors as they are.
+fn rendered(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<Rejected>() {
+        Ok(r) => Reported(diagnostics::render(&r.diagnostics, &r.text, false)).into(),
+        Err(e) => e,
+    }
+}
+
+pub(super) fn plan(session: &Session, opts: &PlanOpts) -> anyhow::Result<()> {
+    let req = request(&opts.build)?;
+    let (planned, images) = session.plan(&req).map_err(rendered)?;
+    print_warnings(&planned);
+    let plan = crate::graph::Plan::new(
+        &planned.file_name,
+        &planned.frontend,
+        &planned.translation.graph,
+        &planned.translation.warnings,
+    );
+    match opts.format {
+        PlanFormat::Json => {
+            // Every image reference the frontend resolved, pinned by digest.
+            let mut v: serde_json::Value = serde_json::from_str(&plan.to_json())?;
+            v["images"] = serde_json::to_value(images)?;
+            println!("{}", serde_json::to_string_pretty(&v)?)
+        }
+        PlanFormat::Dot => print!("{}", plan.to_dot()),
+    }
+    Ok(())
+}
+
+fn print_warnings(planned: &crate::session::Planned) {
+    if !planned.translation.warnings.is_empty() {
+        eprint!(
+            "{}",
+            diagnostics::render(&planned.translation.warnings, &planned.source, true)
+        );
+    }
+}
+
+/// The build's options, every value checked before the store is touched.
+fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
+    let mut outputs = opts
+        .outputs
+        .iter()
+        .map(|o| outputs::parse(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if opts.push {
+        if opts.tags.is_empty() {
+            bail!("--push needs a name to push to: add -t NAME[:TAG]");
+        }
+        for t in &opts.tags {
+            outputs.push(Output::Registry(t.clone()));
+        }
+    }
+    if opts.load {
+        outputs::check_load_platform(opts.platform.as_deref())?;
+        outputs.push(Output::Load);
+    }
+    outputs::check_one_stdout(&outputs)?;
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?),
+        _ => None,
+    };
+    let limits = crate::exec::ResourceLimits {
+        memory: opts
+            .memory
+            .as_deref()
+            .map(crate::exec::parse_memory)
+            .transpose()?,
+        pids: opts.pids_limit,
+        ulimits: opts.daily.ulimits()?,
+    };
+    Ok(BuildOptions {
+        limits,
+        jobs: opts
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        no_cache: opts.no_cache,
+        tags: opts.tags.clone(),
+        outputs,
+        source_date_epoch,
+        platform: match &opts.platform {
+            Some(p) => parse_platform(p)?,
+            None => host_platform(),
+        },
+        file_name: String::new(),
+        compression: opts.compression.with_level(opts.compression_level)?,
+        ssh: opts
+            .ssh
+            .iter()
+            .map(|s| parse_ssh(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        secrets: opts
+            .secrets
+            .iter()
+            .map(|s| parse_secret(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_from: opts
+            .cache_from
+            .iter()
+            .map(|s| CacheSource::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        cache_to: opts
+            .cache_to
+            .iter()
+            .map(|s| CacheTarget::parse(s))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        labels: opts.daily.labels()?,
+        annotations: opts.daily.annotations()?,
+        no_cache_stages: opts.daily.no_cache_filter.clone(),
+        shm_size: opts.daily.shm_size()?,
+    })
+}
+
+pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
+    let build_opts = build_options(opts)?;
+    let req = request(opts)?;
+    let prepared = session.prepare(&req).map_err(rendered)?;
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+    }
+    print_warnings(&prepared.planned);
+    if opts.daily.call_check()? {
+        return daily::report_check(&prepared.planned.translation.warnings);
+    }
+    let files = ResultFiles {
+        iidfile: opts.iidfile.clone(),
+        metadata_file: opts.metadata_file.clone(),
+    };
+    let quiet = opts.daily.quiet.then(daily::QuietLog::default);
+    let progress = match &quiet {
+        Some(q) => q.progress(),
+        None => Progress::stderr(opts.progress),
+    };
+    // The live view ends before anything else is printed, the error of a failed build included.
+    let result = match prepared.build(build_opts, &files, Arc::clone(&progress)) {
+        Ok(r) => r,
+        Err(e) => {
+            progress.finish();
+            if let Some(q) = &quiet {
+                q.show();
+            }
+            return Err(e);
+        }
+    };
+    if quiet.is_some() {
+        println!("{}", result.config_digest);
+    }
+    progress.message(&format!(
+        "built {} ({} steps ran, {} cached)",
+        result.manifest_digest, result.ran, result.cached
+    ));
+    for t in &opts.tags {
+        progress.message(&format!("named {t}"));
+    }
+    progress.finish();
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Filesystem primitives shared by every part of the host, each in one place: the root-confined
+//! path resolver ([`resolve_in_root`]), C strings of paths ([`cstr`]), no-follow timestamps
+//! ([`set_times`]) and atomic file writes ([`write_atomic`], [`TempFile`]).
+//!
+//! Nothing here knows about images, layers or the store's layout; the store, the snapshotter,
+//! the sandbox and the exporters build on these.
+
+mod atomic;
+mod root;
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
+pub(crate) use atomic::{TMP_SUFFIX, TempFile, flock, sync_dir, write_atomic, write_atomic_in};
+pub(crate) use root::{Missing, resolve_in_root};
+
+/// A path (or file name) as a C string for libc calls; a NUL byte is an `InvalidInput` error.
+pub(crate) fn cstr(p: impl AsRef<OsStr>) -> io::Result<CString> {
+    CString::new(p.as_ref().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+/// Sets atime and mtime (seconds + nanoseconds) of `name` without following a final symlink;
+/// `name` is relative to `dir`, or to the working directory (or absolute) when `dir` is None.
+pub(crate) fn set_times(
+    dir: Option<BorrowedFd>,
+    name: &CStr,
+    secs: i64,
+    nsecs: i64,
+) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nsecs as _,
+    };
+    let times = [ts, ts];
+    let fd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: a valid fd (or AT_FDCWD), a C string and an array of two timespecs.
+    let rc =
+        unsafe { libc::utimensat(fd, name.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
