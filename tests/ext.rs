@@ -1,7 +1,10 @@
 //! The extended-syntax frontend through the real binary: `# syntax=dockerfile-ext` and
 //! `--frontend dockerfile-ext` select it, errors in blocks and conditions point at their line
 //! and column, and an IF/ELSE IF/ELSE build gives exactly the image of the equivalent
-//! multi-stage Dockerfile (as root with runc).
+//! multi-stage Dockerfile (as root with runc). `INCLUDE`: fragments are read from the context
+//! relative to the including file, errors show the fragment's line and the include chain,
+//! progress, errors and history name the fragment, and its steps share the cache of the same
+//! steps written inline.
 
 mod common;
 
@@ -205,4 +208,199 @@ fn if_else_builds_exactly_the_image_of_the_multi_stage_pattern() {
     }
     seen.dedup();
     assert_eq!(seen.len(), 3, "each value gives its own image: {seen:?}");
+}
+
+/// A context with a Dockerfile and the fragments `files` (path, text).
+fn include_context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let ctx = common::context(dockerfile);
+    for (path, text) in files {
+        let p = ctx.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    ctx
+}
+
+const INCLUDING: &str = "# syntax=dockerfile-ext\nARG FLAVOUR=a\nFROM busybox\nINCLUDE ci/${FLAVOUR}.Dockerfile\nRUN echo last\n";
+
+fn include_fragments() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("ci/a.Dockerfile", "RUN echo a\nINCLUDE common.Dockerfile\n"),
+        ("ci/common.Dockerfile", "RUN echo common\n"),
+        ("ci/b.Dockerfile", "RUN echo b\n  RUN --bogus x\n"),
+    ]
+}
+
+#[test]
+fn include_splices_fragments_and_errors_point_into_them() {
+    let wb = common::Wbuild::new();
+    let ctx = include_context(INCLUDING, &include_fragments());
+    let c = ctx.path().to_str().unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&wb.ok(&["plan", c])).unwrap();
+    assert_eq!(run_lines(&plan), ["echo a", "echo common", "echo last"]);
+
+    // An error in a fragment: its file:line:col, its line, then where it was included.
+    let main = ctx.path().join("Dockerfile").display().to_string();
+    let err = wb.fails(&["plan", "--build-arg", "FLAVOUR=b", c]);
+    assert!(err.contains("ci/b.Dockerfile:2:7: "), "{err}");
+    assert!(err.contains("--bogus"), "{err}");
+    assert!(
+        err.contains("  RUN --bogus x"),
+        "the fragment's line is shown: {err}"
+    );
+    assert!(err.contains(&format!("included from {main}:4")), "{err}");
+    assert!(
+        !err.contains("echo last"),
+        "the build file's line 2 is not shown: {err}"
+    );
+
+    // A missing fragment: the path it looked for, at the INCLUDE line.
+    let err = wb.fails(&["plan", "--build-arg", "FLAVOUR=zzz", c]);
+    assert!(err.contains(&format!("{main}:4:9: ")), "{err}");
+    assert!(
+        err.contains("cannot read the fragment ci/zzz.Dockerfile"),
+        "{err}"
+    );
+    assert!(err.contains("INCLUDE ci/${FLAVOUR}.Dockerfile"), "{err}");
+}
+
+#[test]
+fn include_cycles_untaken_branches_and_paths_outside_the_context() {
+    let wb = common::Wbuild::new();
+    // An INCLUDE in a branch that is not taken is not read: the fragment need not exist.
+    let ctx = include_context(
+        "# syntax=dockerfile-ext\nARG X=0\nFROM busybox\nIF $X == 1\nINCLUDE missing.Dockerfile\nDONE\nRUN echo ok\n",
+        &[],
+    );
+    let c = ctx.path().to_str().unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&wb.ok(&["plan", c])).unwrap();
+    assert_eq!(run_lines(&plan), ["echo ok"]);
+    let err = wb.fails(&["plan", "--build-arg", "X=1", c]);
+    assert!(
+        err.contains("cannot read the fragment missing.Dockerfile"),
+        "{err}"
+    );
+
+    // A cycle names the chain.
+    let ctx = include_context(
+        "# syntax=dockerfile-ext\nFROM busybox\nINCLUDE a\n",
+        &[("a", "INCLUDE sub/b\n"), ("sub/b", "INCLUDE ../a\n")],
+    );
+    let err = wb.fails(&["plan", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("sub/b:1:9: INCLUDE cycle: "), "{err}");
+    assert!(err.contains(" -> a -> sub/b -> a"), "{err}");
+    assert!(err.contains("included from a:1"), "{err}");
+
+    // A fragment that is a symlink out of the context reads inside it, never the host file.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "RUN echo SECRET\n").unwrap();
+    let ctx = include_context("# syntax=dockerfile-ext\nFROM busybox\nINCLUDE evil\n", &[]);
+    std::os::unix::fs::symlink(outside.path().join("secret"), ctx.path().join("evil")).unwrap();
+    let err = wb.fails(&["plan", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("no such file in the build context"), "{err}");
+    assert!(!err.contains("SECRET"), "{err}");
+    let ctx = include_context("# syntax=dockerfile-ext\nFROM busybox\nINCLUDE ../x\n", &[]);
+    let err = wb.fails(&["plan", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("leads outside the build context"), "{err}");
+
+    // With -f, paths start at the build file's directory inside the context.
+    let ctx = include_context(
+        "",
+        &[
+            (
+                "docker/app.Dockerfile",
+                "# syntax=dockerfile-ext\nFROM busybox\nINCLUDE steps\n",
+            ),
+            ("docker/steps", "RUN echo from docker/steps\n"),
+        ],
+    );
+    let file = ctx.path().join("docker/app.Dockerfile");
+    let plan = wb.ok(&[
+        "plan",
+        "-f",
+        file.to_str().unwrap(),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    assert_eq!(run_lines(&plan), ["echo from docker/steps"]);
+}
+
+#[test]
+fn included_steps_name_their_fragment_and_share_the_cache_of_inline_steps() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The same steps inline first: the build with INCLUDE then runs nothing.
+    let inline = include_context(
+        "FROM busybox\nRUN echo a > /a\nRUN echo common > /common\nRUN echo last > /last\n",
+        &[],
+    );
+    let log = wb.build(&["build", inline.path().to_str().unwrap()]);
+    assert!(log.contains("(3 steps ran, 0 cached)"), "{log}");
+    let ctx = include_context(
+        "# syntax=dockerfile-ext\nFROM busybox\n\nINCLUDE ci/a.Dockerfile\nRUN echo last > /last\n",
+        &[
+            (
+                "ci/a.Dockerfile",
+                "RUN echo a > /a\nINCLUDE common.Dockerfile\n",
+            ),
+            ("ci/common.Dockerfile", "\nRUN echo common > /common\n"),
+        ],
+    );
+    let c = ctx.path().to_str().unwrap();
+    let fs = dir.path().join("fs");
+    let dest = format!("type=local,dest={}", fs.display());
+    let (iid, _) = build_ids(&wb, dir.path(), &["-o", &dest, c]);
+    for (f, text) in [("a", "a"), ("common", "common"), ("last", "last")] {
+        assert_eq!(std::fs::read_to_string(fs.join(f)).unwrap().trim(), text);
+    }
+    // Progress names the fragment of each included step.
+    let out = wb
+        .cmd()
+        .args(["build", "--progress", "plain", c])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("(0 steps ran, 3 cached)"), "{log}");
+    assert!(log.contains("RUN echo a > /a (ci/a.Dockerfile:1)"), "{log}");
+    assert!(
+        log.contains("RUN echo common > /common (ci/common.Dockerfile:2)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("RUN echo last > /last\n") || log.contains("RUN echo last > /last"),
+        "{log}"
+    );
+    assert!(!log.contains("/last (ci/"), "{log}");
+
+    // The image history names it too.
+    let hex = iid.trim().strip_prefix("sha256:").unwrap();
+    let config = std::fs::read_to_string(wb.root.path().join("blobs/sha256").join(hex)).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let comments: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["comment"].as_str())
+        .collect();
+    assert!(
+        comments.contains(&"buildkit.dockerfile.v0 ci/a.Dockerfile:1"),
+        "{comments:?}"
+    );
+    assert!(
+        comments.contains(&"buildkit.dockerfile.v0 ci/common.Dockerfile:2"),
+        "{comments:?}"
+    );
+
+    // A failing RUN in a fragment says where it is and where it was included from.
+    std::fs::write(ctx.path().join("ci/common.Dockerfile"), "\nRUN exit 3\n").unwrap();
+    let err = wb.fails(&["build", c]);
+    let main = ctx.path().join("Dockerfile").display().to_string();
+    assert!(
+        err.contains(&format!(
+            "ci/common.Dockerfile:2 (included from ci/a.Dockerfile:2, {main}:4): RUN exit 3"
+        )),
+        "{err}"
+    );
 }

@@ -805,8 +805,15 @@ fn hostile_frontends_fail_fast_with_a_clear_error() {
             "read /etc/passwd",
             &["read-context-file refused: /etc/passwd"],
         ),
-        ("read link", &["link: leads outside the build context"]),
-        ("read up/etc/passwd", &["leads outside the build context"]),
+        // Symlinks resolve inside the context: /etc/passwd there does not exist.
+        (
+            "read link",
+            &["read-context-file refused: link: no such file"],
+        ),
+        (
+            "read up/etc/passwd",
+            &["read-context-file refused: up/etc/passwd: no such file"],
+        ),
     ];
     for (text, expected) in cases {
         common::write_dockerfile(c, text);
@@ -833,6 +840,46 @@ fn hostile_frontends_fail_fast_with_a_clear_error() {
     common::write_dockerfile(c, "FROM scratch\nCOPY ok /ok\n");
     let log = wb.build(&["build", c.to_str().unwrap()]);
     assert!(log.contains("(1 steps ran"), "{log}");
+}
+
+/// The stage name a hostile frontend answered with for `text`, through `wbuild plan`.
+fn hostile_answer(wb: &Wbuild, wasm: &str, text: &str) -> String {
+    let ctx = tempfile::tempdir().unwrap();
+    common::write_dockerfile(ctx.path(), text);
+    let plan = wb.ok(&["plan", "--frontend", wasm, ctx.path().to_str().unwrap()]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    plan["stages"][0]["name"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_frontend_gets_no_files_network_environment_or_real_clock_through_wasi() {
+    let wasm = hostile_frontend();
+    let wasm = wasm.to_str().unwrap();
+    let wb = Wbuild::new();
+    // The clocks stand still: the same wall time (the Unix epoch) and no monotonic time
+    // passes, though the frontend spun for a while between the two readings.
+    assert_eq!(hostile_answer(&wb, wasm, "clock"), "CLOCK:0:0:0");
+    // A server the host itself can reach is not reachable from the frontend.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let net = hostile_answer(&wb, wasm, &format!("net {addr}"));
+    assert!(net.starts_with("NET:refused:"), "{net}");
+    server.set_nonblocking(true).unwrap();
+    assert!(server.accept().is_err(), "the frontend connected");
+    // No preopened directory: no host file, not even a relative one.
+    for path in ["/etc/passwd", "Dockerfile", "."] {
+        let file = hostile_answer(&wb, wasm, &format!("file {path}"));
+        assert!(file.starts_with("FILE:refused:"), "{path}: {file}");
+    }
+    // No environment of the host.
+    assert_eq!(hostile_answer(&wb, wasm, "env"), "ENV:[]");
+    // Waiting on the clock is refused at once instead of holding the host.
+    let ctx = tempfile::tempdir().unwrap();
+    common::write_dockerfile(ctx.path(), "sleep");
+    let started = std::time::Instant::now();
+    let err = wb.fails(&["plan", "--frontend", wasm, ctx.path().to_str().unwrap()]);
+    assert!(err.contains("may not wait on the clock"), "{err}");
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
 }
 
 #[test]

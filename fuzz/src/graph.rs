@@ -50,6 +50,7 @@ fn span(line: u32) -> ir::Span {
         column: 1,
         end_line: line,
         end_column: 1,
+        file: None,
     }
 }
 
@@ -130,6 +131,7 @@ pub fn graph(data: &[u8]) {
     let graph = ir::Graph {
         stages,
         target: b.index(),
+        files: vec![],
     };
     let valid = wbuild::validate_graph(&graph);
     // The validator's promise: a valid graph has a target and only backward references.

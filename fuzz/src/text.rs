@@ -47,6 +47,7 @@ fn platform() -> fe::Platform {
 fn input(source: &str) -> fe::Input {
     fe::Input {
         file_name: "Dockerfile".into(),
+        context_path: None,
         source: source.into(),
         build_args: vec![fe::KeyValue {
             key: "V".into(),

@@ -1,5 +1,7 @@
 //! Frontend benchmark: cold and warm load of the embedded Dockerfile frontend and translation of
-//! a 1,000-instruction Dockerfile. Prints a table of medians. Run with `bench/frontend`.
+//! a 1,000-instruction Dockerfile, and the same for the Python frontend of
+//! `examples/python-frontend` (built by its build.sh) with a 1,000-statement Buildfile. Prints
+//! tables of medians. Run with `bench/frontend`.
 
 use std::time::{Duration, Instant};
 
@@ -52,71 +54,153 @@ fn dockerfile(n: usize) -> String {
     s
 }
 
-fn main() -> anyhow::Result<()> {
-    let bytes = embedded::DOCKERFILE.bytes;
-    let source = dockerfile(1000);
-    let instructions = source.lines().count();
-    let input = Input {
-        file_name: "Dockerfile".into(),
-        source,
-        build_args: vec![],
-        target: None,
-        target_platform: host_platform(),
-        build_platform: host_platform(),
-    };
+/// A Buildfile with `n` statements in all, in stages of 50.
+fn buildfile(n: usize) -> String {
+    let mut s = String::from("param BASE = \"busybox\"\n");
+    let mut count = 1;
+    let mut stage = 0;
+    while count < n {
+        s += &format!("stage s{stage} from \"{{BASE}}\":\n    env P{stage} = \"/opt/{stage}\"\n");
+        count += 2;
+        for i in 0..48 {
+            if count >= n {
+                break;
+            }
+            s += &match i % 4 {
+                0 => format!("    run \"echo step {i} && mkdir -p /opt/{stage}/d{i}\"\n"),
+                1 => format!("    copy \"src/f{i}\" to \"/opt/{stage}/f{i}\"\n"),
+                2 => format!("    workdir \"/opt/{stage}/w{i}\"\n"),
+                _ => format!("    label k{i} = \"v {i}\"\n"),
+            };
+            count += 1;
+        }
+        stage += 1;
+    }
+    s
+}
+
+/// The medians for one frontend.
+struct Row {
+    size: usize,
+    cold: Duration,
+    warm: Duration,
+    info: Duration,
+    translate: Duration,
+    stages: usize,
+}
+
+/// Cold load (`cold_runs` times; none when 0), warm load, `info` and translation of `input`.
+fn measure(label: &str, bytes: &[u8], input: &Input, cold_runs: usize) -> anyhow::Result<Row> {
     let cx = CallContext::default();
-
-    let runtime_new = time(5, || Runtime::new(None, Limits::default()).unwrap());
-
-    let cold_load = {
+    let cold = if cold_runs == 0 {
+        Duration::ZERO
+    } else {
         let dir = tempfile::tempdir().unwrap();
         let rt = Runtime::new(Some(dir.path().into()), Limits::default())?;
         median(
-            (0..5)
+            (0..cold_runs)
                 .map(|_| {
                     let _ = std::fs::remove_dir_all(dir.path());
                     let t = Instant::now();
-                    let fe = rt.load_bytes("dockerfile", bytes).unwrap();
+                    let fe = rt.load_bytes(label, bytes).unwrap();
                     assert_eq!(fe.load_kind, LoadKind::Compiled);
                     t.elapsed()
                 })
                 .collect(),
         )
     };
-
     let dir = tempfile::tempdir()?;
     let rt = Runtime::new(Some(dir.path().into()), Limits::default())?;
-    rt.load_bytes("dockerfile", bytes)?;
-    let warm_load = time(50, || {
-        let fe = rt.load_bytes("dockerfile", bytes).unwrap();
+    rt.load_bytes(label, bytes)?;
+    let warm = time(20, || {
+        let fe = rt.load_bytes(label, bytes).unwrap();
         assert_eq!(fe.load_kind, LoadKind::Cached);
         fe
     });
-    let fe = rt.load_bytes("dockerfile", bytes)?;
-    let call_info = time(50, || rt.info(&fe).unwrap());
-    let translate = time(50, || {
-        let t = rt.translate(&fe, &input, &cx).unwrap();
-        t.expect("the benchmark Dockerfile translates")
+    let fe = rt.load_bytes(label, bytes)?;
+    let info = time(20, || rt.info(&fe).unwrap());
+    let translate = time(20, || {
+        let t = rt.translate(&fe, input, &cx).unwrap();
+        t.expect("the benchmark build file translates")
     });
-    let stages = rt.translate(&fe, &input, &cx)?.unwrap().graph.stages.len();
+    let stages = rt.translate(&fe, input, &cx)?.unwrap().graph.stages.len();
+    Ok(Row {
+        size: bytes.len(),
+        cold,
+        warm,
+        info,
+        translate,
+        stages,
+    })
+}
 
+fn main() -> anyhow::Result<()> {
     let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+    let runtime_new = time(5, || Runtime::new(None, Limits::default()).unwrap());
     println!("| measurement | median |");
     println!("|---|---|");
     println!("| engine + linker setup | {} |", ms(runtime_new));
+
+    let input = |source: String| Input {
+        file_name: "Dockerfile".into(),
+        context_path: None,
+        source,
+        build_args: vec![],
+        target: None,
+        target_platform: host_platform(),
+        build_platform: host_platform(),
+    };
+    let docker = input(dockerfile(1000));
+    let py_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python-frontend/frontend.wasm");
+    let py_bytes = std::fs::read(&py_path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; run examples/python-frontend/build.sh first (bench/frontend does)",
+            py_path.display()
+        )
+    })?;
+    let py_input = input(buildfile(1000));
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/python-frontend/example/Buildfile");
+    let py_example = input(std::fs::read_to_string(example)?);
+    let rows = [
+        (
+            "Rust: embedded `dockerfile`",
+            &docker,
+            measure("dockerfile", embedded::DOCKERFILE.bytes, &docker, 5)?,
+        ),
+        (
+            "Python: examples/python-frontend",
+            &py_input,
+            measure("buildfile-py", &py_bytes, &py_input, 1)?,
+        ),
+        (
+            "Python: the example Buildfile",
+            &py_example,
+            measure("buildfile-py", &py_bytes, &py_example, 0)?,
+        ),
+    ];
+    println!();
     println!(
-        "| cold load (Cranelift compile, {} KiB component) | {} |",
-        bytes.len() / 1024,
-        ms(cold_load)
+        "| frontend | component | cold load (Cranelift) | warm load | instantiate + `info` | translate (incl. instantiate) | warm load + translate |"
     );
-    println!(
-        "| warm load (deserialize cached artifact) | {} |",
-        ms(warm_load)
-    );
-    println!("| instantiate + call `info` | {} |", ms(call_info));
-    println!(
-        "| translate {instructions}-instruction Dockerfile ({stages} stages, incl. instantiate) | {} |",
-        ms(translate)
-    );
+    println!("|---|---|---|---|---|---|---|");
+    for (name, inp, r) in &rows {
+        let cold = if r.cold.is_zero() {
+            "(as above)".to_string()
+        } else {
+            ms(r.cold)
+        };
+        println!(
+            "| {name} | {} KiB | {cold} | {} | {} | {} ({} lines, {} stages) | {} |",
+            r.size / 1024,
+            ms(r.warm),
+            ms(r.info),
+            ms(r.translate),
+            inp.source.lines().count(),
+            r.stages,
+            ms(r.warm + r.translate),
+        );
+    }
     Ok(())
 }

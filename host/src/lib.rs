@@ -60,6 +60,8 @@ mod snapshot;
 mod solve;
 mod store;
 mod sys;
+#[cfg(test)]
+mod test_skip;
 
 pub use builder::{BuildOptions, BuildResult, Output, SecretSource};
 pub use exec::ResourceLimits;

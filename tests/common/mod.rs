@@ -75,21 +75,41 @@ impl Wbuild {
     }
 }
 
-/// Whether `tool` is on PATH. In CI a missing tool is a failure (CI installs it); elsewhere the
-/// caller skips with a printed reason.
+/// Whether `tool` is on PATH. With `CI` set (the README's test command and `.ci/run`) a missing
+/// tool is a failure; elsewhere the caller returns and the test is reported as skipped (see
+/// [`skip`]).
 pub fn have_tool(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is missing; CI must install it (see .ci/run)"
-        );
-        eprintln!("skipping: {tool} is not installed");
+        skip(&format!("{tool} is not installed"));
     }
     found
+}
+
+/// A test that cannot run here: a failure under `CI`; else its name and reason go to stderr and
+/// to the file `WBUILD_SKIP_LOG` names, which the test command's summary counts as skipped.
+pub fn skip(reason: &str) {
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_string();
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name}: {reason}; CI must provide it (see .ci/run)"
+    );
+    eprintln!("skipped {name}: {reason}");
+    if let Some(log) = std::env::var_os("WBUILD_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{name}: {reason}");
+    }
 }
 
 fn sh(script: &str, dir: &Path) {

@@ -108,6 +108,7 @@ impl Text<'_> {
             column,
             end_line,
             end_column,
+            file: None,
         }
     }
 
@@ -129,6 +130,7 @@ impl Text<'_> {
             column,
             message: message.into(),
             text: self.snippet(range),
+            included_from: Vec::new(),
         }
     }
 }
@@ -314,6 +316,7 @@ fn translate(input: &Input) -> Result<Translation, Diagnostic> {
         graph: Graph {
             stages,
             target: target as u32,
+            files: Vec::new(),
         },
         warnings: Vec::new(),
     })

@@ -5,7 +5,7 @@
 //! without `DONE`, `ELSE`, `ELSE IF` or `DONE` without `IF`, a branch after `ELSE`, stray
 //! words after `ELSE` or `DONE`, and bad conditions (even in branches that will not be taken).
 
-use wbuild_frontend_dockerfile::bindings::wbuild::frontend::types::Diagnostic;
+use wbuild_frontend_dockerfile::bindings::wbuild::frontend::types::{Diagnostic, Location};
 use wbuild_frontend_dockerfile::items::{Branch, Choice, Item};
 use wbuild_parser::Node;
 
@@ -19,6 +19,9 @@ pub struct FileInfo<'s> {
     pub name: &'s str,
     pub lines: Vec<&'s str>,
     pub escape: char,
+    /// For a fragment, the `INCLUDE` lines that led to it (innermost first); empty for the
+    /// build file.
+    pub included_from: Vec<Location>,
 }
 
 impl FileInfo<'_> {
@@ -29,6 +32,7 @@ impl FileInfo<'_> {
             column: column.max(1) as u32,
             message,
             text: text.to_string(),
+            included_from: self.included_from.clone(),
         }
     }
 
@@ -147,8 +151,12 @@ pub fn build<'a>(nodes: &'a [Node], file: &FileInfo) -> Result<Vec<Item<'a>>, Ve
                     None => root.push(item),
                 }
             }
-            _ => {
-                let item = Item::Instruction(node);
+            kind => {
+                let item = if kind == "include" {
+                    Item::Include(node)
+                } else {
+                    Item::Instruction(node)
+                };
                 match stack.last_mut() {
                     Some(open) => open.current.items.push(item),
                     None => root.push(item),
@@ -247,6 +255,7 @@ mod tests {
             name: "Dockerfile",
             lines: src.lines().collect(),
             escape: '\\',
+            included_from: Vec::new(),
         }
     }
 
@@ -256,6 +265,7 @@ mod tests {
             .iter()
             .map(|i| match i {
                 Item::Instruction(n) => n.value.clone(),
+                Item::Include(n) => format!("include:{}", n.args[0]),
                 Item::Choice(c) => {
                     let branches: Vec<String> = c
                         .branches
@@ -306,6 +316,10 @@ mod tests {
             "{?arg {?arg}} from"
         );
         assert_eq!(ok("FROM a\nif $A == 1\nelse\nend\n"), "from {? | }");
+        assert_eq!(
+            ok("FROM a\nIF $A == 1\n  include x/${A}.df\nDONE\nINCLUDE y\n"),
+            "from {?include:x/${A}.df} include:y"
+        );
         assert_eq!(
             ok(
                 "FROM a\nIF $A==1\n  IF $B==1\n    RUN x\n  ELSE\n    ONBUILD RUN y\n  DONE\nDONE\n"

@@ -16,23 +16,33 @@
 //! DONE
 //! ```
 //!
-//! The parser accepts `IF`, `ELSE` and `DONE` (and `END`, a synonym of `DONE`) as extension
-//! keywords; [`blocks`] matches them into a tree and parses the conditions ([`condition`]);
-//! the compiler decides each block where it stands, with the ARG and ENV values in scope there,
-//! and compiles only the chosen branch. The IR it returns is plain: the host never sees a
-//! condition.
+//! and fragments of the build context spliced in place:
+//!
+//! ```text
+//! ARG FLAVOUR=alpine
+//! INCLUDE ci/${FLAVOUR}.Dockerfile
+//! ```
+//!
+//! The parser accepts `IF`, `ELSE`, `DONE` (and `END`, a synonym of `DONE`) and `INCLUDE` as
+//! extension keywords; [`blocks`] matches them into a tree and parses the conditions
+//! ([`condition`]); the compiler decides each block where it stands, with the ARG and ENV
+//! values in scope there, and compiles only the chosen branch. An `INCLUDE` is read when the
+//! compiler reaches it, through the host's `read-context-file`, and its fragment is parsed here
+//! ([`ExtFragments`]) with the same syntax. The IR it returns is plain: the host never sees a
+//! condition; ops of a fragment name its file (`span.file`, `graph.files`).
 
 pub mod blocks;
 pub mod condition;
 
 use wbuild_frontend_dockerfile::bindings;
 use wbuild_frontend_dockerfile::bindings::wbuild::frontend::types::{
-    Diagnostic, Input, Translation,
+    Diagnostic, Input, Location, Translation,
 };
 use wbuild_frontend_dockerfile::compile::{self, Host, HostImports};
+use wbuild_frontend_dockerfile::items::{Fragments, Walk};
 
 /// The keywords this syntax adds to the Dockerfile's.
-pub const KEYWORDS: &[&str] = &["if", "else", "done", "end"];
+pub const KEYWORDS: &[&str] = &["if", "else", "done", "end", "include"];
 
 /// Parser options that accept [`KEYWORDS`].
 pub fn parse_options() -> wbuild_parser::Options<'static> {
@@ -49,9 +59,47 @@ pub fn translate(input: &Input, host: &dyn Host) -> Result<Translation, Vec<Diag
         name: &input.file_name,
         lines: input.source.lines().collect(),
         escape: tree.directives.escape,
+        included_from: Vec::new(),
     };
     let items = blocks::build(&tree.children, &file)?;
-    compile::compile_items(input, &tree.directives, &tree.warnings, &items, host)
+    compile::compile_with_includes(
+        input,
+        &tree.directives,
+        &tree.warnings,
+        &items,
+        host,
+        &ExtFragments,
+    )
+}
+
+/// Parses included fragments with this syntax: blocks, conditions and further `INCLUDE`s.
+/// A fragment's own `# escape=` directive applies to it; `# syntax=` and `# check=` belong to
+/// the build file and are ignored in a fragment.
+pub struct ExtFragments;
+
+impl Fragments for ExtFragments {
+    fn parse(
+        &self,
+        name: &str,
+        source: &str,
+        included_from: &[Location],
+        walk: &mut Walk<'_>,
+    ) -> Result<(), Vec<Diagnostic>> {
+        let tree = wbuild_parser::parse_with(source, &parse_options()).map_err(|e| {
+            let mut d = compile::parse_diagnostic(name, e);
+            d.included_from = included_from.to_vec();
+            vec![d]
+        })?;
+        let file = blocks::FileInfo {
+            name,
+            lines: source.lines().collect(),
+            escape: tree.directives.escape,
+            included_from: included_from.to_vec(),
+        };
+        let items = blocks::build(&tree.children, &file)?;
+        walk(&items, tree.directives.escape, &tree.warnings);
+        Ok(())
+    }
 }
 
 /// The component's implementation of the `frontend` world.

@@ -12,11 +12,14 @@ use crate::bindings::wbuild::frontend::host::ImageConfig;
 use crate::bindings::wbuild::frontend::types::{
     AddOptions, ArgDecl, Base, CopyOp, CopySource, Diagnostic, FileMode, Graph, Healthcheck,
     ImageRef, InlineFile, Input, KeyValue, Mount, Network, Op, OpNode, Platform, RunOp, Security,
-    Source, Span, Stage, TextMount, Translation,
+    Source, SourceFile, Span, Stage, TextMount, Translation,
 };
 use crate::flags::{Flags, Kind};
-use crate::items::{Choice, Item};
+use crate::items::{Choice, Fragments, Item};
 use crate::{mounts, values};
+
+mod include;
+pub use include::MAX_INCLUDE_DEPTH;
 
 /// What the compiler needs from the host; the real one calls the WIT imports, tests use a fake.
 pub trait Host {
@@ -25,6 +28,14 @@ pub trait Host {
         reference: &str,
         platform: &Platform,
     ) -> Result<ImageConfig, String>;
+
+    /// A file of the build context (`INCLUDE`), by its path relative to the context root.
+    /// A host without a build context answers with an error saying so.
+    fn read_context_file(&self, path: &str) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "{path}: this build has no build context to read files from"
+        ))
+    }
 }
 
 /// The host of a running component: the `wbuild:frontend/host` imports.
@@ -37,6 +48,10 @@ impl Host for HostImports {
         platform: &Platform,
     ) -> Result<ImageConfig, String> {
         crate::bindings::wbuild::frontend::host::resolve_image_config(reference, platform)
+    }
+
+    fn read_context_file(&self, path: &str) -> Result<Vec<u8>, String> {
+        crate::bindings::wbuild::frontend::host::read_context_file(path)
     }
 }
 
@@ -55,6 +70,7 @@ pub fn parse_diagnostic(file: &str, e: wbuild_parser::ParseError) -> Diagnostic 
         column: e.column.max(1) as u32,
         message: e.message,
         text: e.text,
+        included_from: Vec::new(),
     }
 }
 
@@ -78,6 +94,21 @@ pub fn compile_items(
     host: &dyn Host,
 ) -> Result<Translation, Vec<Diagnostic>> {
     Compiler::new(input, directives, host).run(warnings, items)
+}
+
+/// Same, for a syntax with `INCLUDE` ([`Item::Include`]): `fragments` parses the fragments the
+/// items include, which are read through [`Host::read_context_file`].
+pub fn compile_with_includes(
+    input: &Input,
+    directives: &Directives,
+    warnings: &[Warning],
+    items: &[Item],
+    host: &dyn Host,
+    fragments: &dyn Fragments,
+) -> Result<Translation, Vec<Diagnostic>> {
+    let mut compiler = Compiler::new(input, directives, host);
+    compiler.fragments = Some(fragments);
+    compiler.run(warnings, items)
 }
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -221,8 +252,14 @@ impl Checks {
 struct Compiler<'a> {
     input: &'a Input,
     host: &'a dyn Host,
-    escape: char,
-    lines: Vec<&'a str>,
+    /// The file being compiled: the build file, or a fragment it included.
+    file: include::Frame,
+    /// The files that included the current one, outermost first.
+    outer: Vec<include::Frame>,
+    /// The fragments read so far (`graph.files`).
+    files: Vec<SourceFile>,
+    /// How this syntax parses fragments; none when it has no `INCLUDE`.
+    fragments: Option<&'a dyn Fragments>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     /// Lint warnings from `# check=` rules (errors when `error=true`).
@@ -273,8 +310,10 @@ impl<'a> Compiler<'a> {
         Compiler {
             input,
             host,
-            escape: directives.escape,
-            lines: input.source.lines().collect(),
+            file: include::Frame::main(input, directives.escape),
+            outer: Vec::new(),
+            files: Vec::new(),
+            fragments: None,
             errors: Vec::new(),
             warnings: Vec::new(),
             lint: Vec::new(),
@@ -293,11 +332,12 @@ impl<'a> Compiler<'a> {
 
     fn diag_at(&self, line: usize, column: usize, message: String, text: &str) -> Diagnostic {
         Diagnostic {
-            file: self.input.file_name.clone(),
+            file: self.file.name.clone(),
             line: line.max(1) as u32,
             column: column.max(1) as u32,
             message,
             text: text.to_string(),
+            included_from: self.file.included_from.clone(),
         }
     }
 
@@ -309,6 +349,7 @@ impl<'a> Compiler<'a> {
     /// it can be found there.
     fn err_text(&self, node: &Node, message: impl Into<String>, text: &str) -> Diagnostic {
         let column = self
+            .file
             .lines
             .get(node.start_line.wrapping_sub(1))
             .and_then(|l| l.find(text).map(|b| l[..b].chars().count() + 1))
@@ -320,6 +361,7 @@ impl<'a> Compiler<'a> {
     fn span(&self, node: &Node) -> Span {
         let end_line = node.end_line.max(node.start_line).max(1);
         let end_column = self
+            .file
             .lines
             .get(end_line - 1)
             .map(|l| l.chars().count())
@@ -330,6 +372,7 @@ impl<'a> Compiler<'a> {
             column: node.column.max(1) as u32,
             end_line: end_line as u32,
             end_column: end_column as u32,
+            file: self.file.index,
         }
     }
 
@@ -361,7 +404,7 @@ impl<'a> Compiler<'a> {
         word: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> R<String> {
-        wbuild_parser::shell::expand_word(word, self.escape, env).map_err(|e| {
+        wbuild_parser::shell::expand_word(word, self.file.escape, env).map_err(|e| {
             self.err_text(
                 node,
                 format!("failed to process \"{word}\": {}", e.message),
@@ -527,6 +570,7 @@ impl<'a> Compiler<'a> {
             graph: Graph {
                 stages: self.stages.into_iter().map(|s| s.stage).collect(),
                 target: target as u32,
+                files: self.files,
             },
             warnings,
         })
@@ -537,6 +581,7 @@ impl<'a> Compiler<'a> {
             match item {
                 Item::Instruction(node) => self.step(node, current),
                 Item::Choice(choice) => self.choose(choice, current),
+                Item::Include(node) => self.include(node, current),
             }
         }
     }
@@ -832,7 +877,7 @@ impl<'a> Compiler<'a> {
                 image,
             ));
         }
-        if let Some(message) = self.missing_stage(&lower, node.start_line) {
+        if let Some(message) = self.missing_stage(&lower, self.main_line(node)) {
             return Err(self.err_text(node, message, image));
         }
         let base = Base::Image(ImageRef {
@@ -1180,11 +1225,17 @@ impl<'a> Compiler<'a> {
             let value = o.value.clone().unwrap_or_default();
             let state = &cur.state;
             let expand = |w: &str| -> Result<String, String> {
-                wbuild_parser::shell::expand_word(w, self.escape, &|k| state.lookup(k))
+                wbuild_parser::shell::expand_word(w, self.file.escape, &|k| state.lookup(k))
                     .map_err(|e| format!("failed to process \"{w}\": {}", e.message))
             };
             let resolve = |f: &str| {
-                self.resolve_source(cur.index, cur.platform.as_ref(), f, "from", node.start_line)
+                self.resolve_source(
+                    cur.index,
+                    cur.platform.as_ref(),
+                    f,
+                    "from",
+                    self.main_line(node),
+                )
             };
             let ctx = mounts::MountContext {
                 expand: &expand,
@@ -1382,7 +1433,7 @@ impl<'a> Compiler<'a> {
                         cur.platform.as_ref(),
                         &v,
                         "--from",
-                        node.start_line,
+                        self.main_line(node),
                     )
                     .map_err(|e| self.err_text(node, e, &o.raw))?;
                 if let Source::Stage(i) = s {
@@ -1443,7 +1494,7 @@ impl<'a> Compiler<'a> {
                 && let Some(h) = heredoc_for_word(word, &node.heredocs)
             {
                 let content = if h.expand {
-                    values::expand_heredoc(&h.content, self.escape, &|k| state.lookup(k))
+                    values::expand_heredoc(&h.content, self.file.escape, &|k| state.lookup(k))
                         .map_err(|e| self.err_text(node, e, word))?
                 } else {
                     h.content.clone()

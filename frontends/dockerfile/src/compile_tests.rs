@@ -67,6 +67,7 @@ fn platform(arch: &str) -> Platform {
 fn input(src: &str, args: &[(&str, &str)], target: Option<&str>) -> Input {
     Input {
         file_name: "Dockerfile".into(),
+        context_path: None,
         source: src.into(),
         build_args: args.iter().map(|(k, v)| kv(k, v)).collect(),
         target: target.map(Into::into),

@@ -7,7 +7,9 @@
 //! condition. The condition language belongs to that syntax: the compiler only asks a
 //! [`Condition`] whether it holds.
 
-use wbuild_parser::Node;
+use wbuild_parser::{Node, Warning};
+
+use crate::bindings::wbuild::frontend::types::{Diagnostic, Location};
 
 /// One item of a build file.
 pub enum Item<'a> {
@@ -15,6 +17,27 @@ pub enum Item<'a> {
     Instruction(&'a Node),
     /// A block of alternatives: the first branch whose condition holds is compiled.
     Choice(Choice<'a>),
+    /// `INCLUDE path`: the fragment's items are compiled in its place, read when the compiler
+    /// reaches it (so an `INCLUDE` in a branch not taken is never read). Needs [`Fragments`].
+    Include(&'a Node),
+}
+
+/// How the compiler takes a parsed fragment: its items, its escape character, its parse
+/// warnings.
+pub type Walk<'w> = dyn FnMut(&[Item<'_>], char, &[Warning]) + 'w;
+
+/// What a syntax with `INCLUDE` gives the compiler: turning a fragment's text into items.
+pub trait Fragments {
+    /// Parses `source`, the text of the fragment `name` (its path in the build context), builds
+    /// its item tree and calls `walk` with it, the fragment's escape character and its parse
+    /// warnings. Diagnostics about the fragment carry `included_from`.
+    fn parse(
+        &self,
+        name: &str,
+        source: &str,
+        included_from: &[Location],
+        walk: &mut Walk<'_>,
+    ) -> Result<(), Vec<Diagnostic>>;
 }
 
 /// `IF ... / ELSE IF ... / ELSE / DONE`.
@@ -54,6 +77,7 @@ impl Item<'_> {
     pub(crate) fn visit_instructions<'s>(&'s self, f: &mut dyn FnMut(&'s Node)) {
         match self {
             Item::Instruction(n) => f(n),
+            Item::Include(_) => {}
             Item::Choice(c) => {
                 for b in &c.branches {
                     for item in &b.items {

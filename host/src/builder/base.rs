@@ -116,6 +116,7 @@ impl Builder<'_> {
                 column: 0,
                 end_line: 0,
                 end_column: 0,
+                file: None,
             },
             text: String::new(),
         };

@@ -170,12 +170,21 @@ impl<'a> Builder<'a> {
         let mut state = self.base_state(stage, deps)?;
         state.no_cache = no_cache_filter::matches(&self.opts.no_cache_stages, stage, index);
         for (i, node) in stage.ops.iter().enumerate() {
-            let step = format!("[{label} {}/{total}] {}", i + 1, node.text);
+            // Ops of an included fragment name it in progress, history and errors.
+            let fragment = crate::graph::origin::fragment(graph, &node.span);
+            let at = fragment
+                .as_ref()
+                .map_or(String::new(), |f| format!(" ({f})"));
+            let step = format!("[{label} {}/{total}] {}{at}", i + 1, node.text);
+            state.config.origin(fragment);
             self.apply_op(&mut state, node, deps, &step)
                 .with_context(|| {
-                    format!("{}:{}: {}", self.opts.file_name, node.span.line, node.text)
+                    let whence =
+                        crate::graph::origin::describe(graph, &self.opts.file_name, &node.span);
+                    format!("{whence}: {}", node.text)
                 })?;
         }
+        state.config.origin(None);
         Ok(state)
     }
 

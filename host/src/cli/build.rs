@@ -35,7 +35,13 @@ fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
 /// A frontend's diagnostics rendered for the terminal; other errors as they are.
 fn rendered(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<Rejected>() {
-        Ok(r) => Reported(diagnostics::render(&r.diagnostics, &r.text, false)).into(),
+        Ok(r) => Reported(diagnostics::render_with_files(
+            &r.diagnostics,
+            &r.text,
+            &r.files_read,
+            false,
+        ))
+        .into(),
         Err(e) => e,
     }
 }
@@ -66,7 +72,12 @@ fn print_warnings(planned: &crate::session::Planned) {
     if !planned.translation.warnings.is_empty() {
         eprint!(
             "{}",
-            diagnostics::render(&planned.translation.warnings, &planned.source, true)
+            diagnostics::render_with_files(
+                &planned.translation.warnings,
+                &planned.source,
+                &planned.files_read,
+                true
+            )
         );
     }
 }

@@ -137,6 +137,7 @@ pub(super) fn debug_ast(file: &Path) -> anyhow::Result<()> {
                 column: e.column as u32,
                 message: e.message,
                 text: e.text,
+                included_from: vec![],
             };
             Err(Reported(diagnostics::render(&[d], &source, false)).into())
         }

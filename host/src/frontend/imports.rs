@@ -9,6 +9,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{ImageConfig, Platform, wbuild};
 
+/// The files a frontend read from the build context, as (path, text), in the order read.
+pub type FilesRead = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 /// Largest file a frontend may read from the build context.
 pub const MAX_CONTEXT_FILE: u64 = 16 << 20;
 
@@ -42,6 +45,8 @@ pub struct CallState {
     pub images: std::sync::Arc<dyn ImageResolver>,
     /// The build context root, when the build has one.
     pub context: Option<PathBuf>,
+    /// What `read-context-file` answered, by path, for the caller's diagnostics.
+    pub files_read: FilesRead,
     /// Time spent answering `resolve-image-config` (registry round trips): not the
     /// frontend's, so it is not charged to its time limit.
     pub host_time: std::time::Duration,
@@ -72,44 +77,35 @@ impl wbuild::frontend::host::Host for CallState {
         let Some(root) = &self.context else {
             return Err("this build has no context directory".into());
         };
-        read_in_root(root, &path)
+        let bytes = read_in_root(root, &path)?;
+        let mut read = self.files_read.lock().unwrap_or_else(|e| e.into_inner());
+        if !read.iter().any(|(p, _)| *p == path) {
+            read.push((path, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        Ok(bytes)
     }
 }
 
 impl wbuild::frontend::types::Host for CallState {}
 
-/// Read `path` relative to `root` without leaving it: `..` and absolute paths are refused, and so
-/// is any symlink whose target resolves outside the root.
+/// Read `path` relative to `root` without leaving it, even while symlinks in it are swapped
+/// (see `sys::read_confined`).
 pub fn read_in_root(root: &std::path::Path, path: &str) -> Result<Vec<u8>, String> {
-    use std::path::Component;
-    let rel = std::path::Path::new(path.trim_start_matches('/'));
-    if rel
+    crate::sys::read_confined(root, path, MAX_CONTEXT_FILE)
+}
+
+/// `input.context-path`: the build file's path relative to the context root, when it lies
+/// inside it (`/`-separated); none for stdin (`-`) or a file outside the context.
+pub fn context_path(file: &std::path::Path, context: &std::path::Path) -> Option<String> {
+    if file == std::path::Path::new("-") {
+        return None;
+    }
+    let file = file.canonicalize().ok()?;
+    let context = context.canonicalize().ok()?;
+    let rel = file.strip_prefix(&context).ok()?;
+    let parts: Vec<&str> = rel
         .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(format!(
-            "{path}: only paths inside the build context can be read"
-        ));
-    }
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("build context {}: {e}", root.display()))?;
-    let full = root
-        .join(rel)
-        .canonicalize()
-        .map_err(|e| format!("{path}: {e}"))?;
-    if !full.starts_with(&root) {
-        return Err(format!("{path}: leads outside the build context"));
-    }
-    let meta = std::fs::metadata(&full).map_err(|e| format!("{path}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{path}: not a regular file"));
-    }
-    if meta.len() > MAX_CONTEXT_FILE {
-        return Err(format!(
-            "{path}: {} bytes is more than a frontend may read ({MAX_CONTEXT_FILE})",
-            meta.len()
-        ));
-    }
-    std::fs::read(&full).map_err(|e| format!("{path}: {e}"))
+        .map(|c| c.as_os_str().to_str())
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then(|| parts.join("/"))
 }

@@ -1,15 +1,16 @@
 //! Frontends: loading WebAssembly components, caching their compiled form, and calling them.
 //!
 //! One [`Runtime`] holds the shared `Engine` and `Linker`; each call to a frontend gets a fresh
-//! `Store` with a memory cap, an epoch deadline and an empty WASI context (no files, no
-//! environment, no network; stderr goes to a memory pipe so a panic message reaches the user).
-//! Components that import anything beyond the frontend world and that WASI subset are refused at
-//! load time.
+//! `Store` with a memory cap, an epoch deadline and an empty, deterministic WASI context
+//! ([`wasi`]: no files, no environment, no network, a fixed clock and random seed; stderr goes
+//! to a memory pipe so a panic message reaches the user). Components that import anything
+//! beyond the frontend world and that WASI subset are refused at load time.
 
 pub mod bindings;
 mod cache;
 pub mod embedded;
 mod imports;
+mod wasi;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,13 +20,13 @@ use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder};
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use bindings::{Diagnostic, FrontendInfo, Input, Translation};
 pub use cache::{CachedArtifact, LoadKind};
 use imports::CallState;
-pub use imports::{EmptyImages, ImageResolver};
+pub use imports::{EmptyImages, FilesRead, ImageResolver, context_path};
+pub use wasi::ALLOWED_IMPORTS;
 
 /// How often the epoch ticker advances.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -47,28 +48,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// Imports a frontend may have, by interface name prefix (versions follow the `@`).
-const ALLOWED_IMPORTS: &[&str] = &[
-    "wbuild:frontend/types@",
-    "wbuild:frontend/host@",
-    "wasi:io/error@",
-    "wasi:io/streams@",
-    "wasi:io/poll@",
-    "wasi:cli/environment@",
-    "wasi:cli/exit@",
-    "wasi:cli/stdin@",
-    "wasi:cli/stdout@",
-    "wasi:cli/stderr@",
-    "wasi:cli/terminal-input@",
-    "wasi:cli/terminal-output@",
-    "wasi:cli/terminal-stdin@",
-    "wasi:cli/terminal-stdout@",
-    "wasi:cli/terminal-stderr@",
-    // Rust's std seeds HashMap from here; the host answers with a fixed seed, so a frontend stays
-    // a deterministic function of its input.
-    "wasi:random/insecure-seed@",
-];
 
 /// The shared engine, linker and compiled-artifact cache.
 pub struct Runtime {
@@ -96,6 +75,9 @@ pub struct CallContext {
     pub images: Arc<dyn ImageResolver>,
     /// The build context, for `read-context-file` (None: the frontend reads no files).
     pub context_dir: Option<PathBuf>,
+    /// Filled with the files the frontend read (`read-context-file`), so that diagnostics in
+    /// an included fragment can show its line.
+    pub files_read: FilesRead,
 }
 
 impl Default for CallContext {
@@ -103,6 +85,7 @@ impl Default for CallContext {
         CallContext {
             images: Arc::new(EmptyImages),
             context_dir: None,
+            files_read: FilesRead::default(),
         }
     }
 }
@@ -115,7 +98,7 @@ impl Runtime {
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        wasi::add_to_linker(&mut linker)?;
         bindings::Frontend::add_to_linker::<_, wasmtime::component::HasSelf<CallState>>(
             &mut linker,
             |s| s,
@@ -225,8 +208,9 @@ impl Runtime {
             if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
                 bail!(
                     "frontend {label} imports `{name}`, which frontends may not use: a frontend \
-                     gets the wbuild:frontend/host interface and WASI stdio only (no files, \
-                     clocks, random or network)"
+                     gets the wbuild:frontend/host interface and the WASI 0.2 interfaces of \
+                     io, cli, clocks, random, filesystem and sockets, linked empty and \
+                     deterministic (no files, no network, a fixed clock and random seed)"
                 );
             }
         }
@@ -236,10 +220,7 @@ impl Runtime {
     fn store(&self, cx: &CallContext) -> (Store<CallState>, MemoryOutputPipe) {
         let stderr = MemoryOutputPipe::new(64 << 10);
         let state = CallState {
-            wasi: WasiCtxBuilder::new()
-                .stderr(stderr.clone())
-                .insecure_random_seed(0x7762_7569_6c64)
-                .build(),
+            wasi: wasi::context(stderr.clone()),
             table: Default::default(),
             limits: StoreLimitsBuilder::new()
                 .memory_size(self.limits.memory)
@@ -249,6 +230,7 @@ impl Runtime {
                 .build(),
             images: cx.images.clone(),
             context: cx.context_dir.clone(),
+            files_read: cx.files_read.clone(),
             host_time: Duration::ZERO,
         };
         let mut store = Store::new(&self.engine, state);
@@ -410,6 +392,7 @@ mod limit_tests {
         };
         Input {
             file_name: "Dockerfile".into(),
+            context_path: None,
             source,
             build_args: vec![],
             target: None,
@@ -471,7 +454,7 @@ mod limit_tests {
         inp.source = "FROM a\nFROM b\nFROM c\n".into();
         let cx = CallContext {
             images: std::sync::Arc::new(SlowImages),
-            context_dir: None,
+            ..Default::default()
         };
         let t = rt.translate(&fe, &inp, &cx).unwrap().unwrap();
         assert_eq!(t.graph.stages.len(), 3);

@@ -1,6 +1,7 @@
 //! The stage graph between frontend and solver: validation of what a frontend returned, and
 //! pruning to the stages the target needs. Every frontend gets both for free.
 
+pub mod origin;
 mod plan;
 
 pub use plan::Plan;
@@ -42,6 +43,15 @@ pub enum InvalidGraph {
     },
     #[error("the graph is larger than {} MiB", MAX_GRAPH_BYTES >> 20)]
     TooLarge,
+    #[error(
+        "stage {stage} names source file {file}, which is not in the graph's files (it has \
+         {files})"
+    )]
+    BadFile {
+        stage: usize,
+        file: u32,
+        files: usize,
+    },
 }
 
 /// Counts bytes written and fails once there are more than `limit`.
@@ -138,6 +148,13 @@ pub fn validate(graph: &Graph) -> Result<(), InvalidGraph> {
     if larger_than(graph, MAX_GRAPH_BYTES) {
         return Err(InvalidGraph::TooLarge);
     }
+    if let Some((stage, file)) = origin::bad_file(graph) {
+        return Err(InvalidGraph::BadFile {
+            stage,
+            file,
+            files: graph.files.len(),
+        });
+    }
     for (i, stage) in graph.stages.iter().enumerate() {
         if let Some(&to) = stage_deps(stage).iter().find(|&&d| d as usize >= i) {
             return Err(InvalidGraph::ForwardReference {
@@ -177,6 +194,16 @@ pub(crate) mod testing {
             column: 1,
             end_line: line,
             end_column: 1,
+            file: None,
+        }
+    }
+
+    /// One scratch stage with one op.
+    pub fn graph_of_one_stage() -> Graph {
+        Graph {
+            stages: vec![stage(Base::Scratch, &[0])],
+            target: 0,
+            files: vec![],
         }
     }
 
@@ -231,6 +258,7 @@ mod tests {
                 stage(image(), &[2, 0]),
             ],
             target: 3,
+            files: vec![],
         };
         validate(&g).unwrap();
         assert_eq!(reachable(&g), vec![0, 2, 3]);
@@ -244,11 +272,13 @@ mod tests {
         let empty = Graph {
             stages: vec![],
             target: 0,
+            files: vec![],
         };
         assert!(matches!(validate(&empty), Err(InvalidGraph::Empty)));
         let bad_target = Graph {
             stages: vec![stage(image(), &[])],
             target: 1,
+            files: vec![],
         };
         assert!(matches!(
             validate(&bad_target),
@@ -259,14 +289,17 @@ mod tests {
             Graph {
                 stages: vec![stage(Base::Stage(0), &[])],
                 target: 0,
+                files: vec![],
             },
             Graph {
                 stages: vec![stage(image(), &[1]), stage(Base::Stage(0), &[])],
                 target: 1,
+                files: vec![],
             },
             Graph {
                 stages: vec![stage(image(), &[u32::MAX])],
                 target: 0,
+                files: vec![],
             },
         ] {
             let err = validate(&g).unwrap_err();
@@ -281,6 +314,7 @@ mod tests {
                 .map(|_| stage(Base::Scratch, &[]))
                 .collect(),
             target: 0,
+            files: vec![],
         };
         assert!(matches!(
             validate(&huge),
@@ -291,6 +325,7 @@ mod tests {
         let long_name = Graph {
             stages: vec![named],
             target: 0,
+            files: vec![],
         };
         assert!(matches!(
             validate(&long_name),
@@ -307,6 +342,7 @@ mod tests {
         let too_big = Graph {
             stages: vec![big],
             target: 0,
+            files: vec![],
         };
         assert!(matches!(validate(&too_big), Err(InvalidGraph::TooLarge)));
     }

@@ -234,6 +234,8 @@ pub struct ConfigBuilder {
     img: ImageConfig,
     created: Option<String>,
     cmd_set: bool,
+    /// `file:line` of the fragment the next steps come from (`INCLUDE`), for their history.
+    origin: Option<String>,
 }
 
 impl ConfigBuilder {
@@ -251,6 +253,7 @@ impl ConfigBuilder {
             img,
             created: None,
             cmd_set: false,
+            origin: None,
         }
     }
 
@@ -264,6 +267,7 @@ impl ConfigBuilder {
             img: base,
             created: None,
             cmd_set: false,
+            origin: None,
         }
     }
 
@@ -402,12 +406,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// The fragment (`file:line`) the following history entries come from; none for the build
+    /// file. Its history comment names it: `buildkit.dockerfile.v0 ci/steps.Dockerfile:2`.
+    pub fn origin(&mut self, origin: Option<String>) -> &mut Self {
+        self.origin = origin;
+        self
+    }
+
     fn push_history(&mut self, created_by: String, empty_layer: bool) {
+        let comment = match &self.origin {
+            Some(at) => format!("{HISTORY_COMMENT} {at}"),
+            None => HISTORY_COMMENT.into(),
+        };
         self.img.history.push(History {
             created: self.created.clone(),
             created_by: Some(created_by),
             author: None,
-            comment: Some(HISTORY_COMMENT.into()),
+            comment: Some(comment),
             empty_layer,
         });
     }

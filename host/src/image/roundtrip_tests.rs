@@ -404,12 +404,7 @@ fn legacy_archive_no_evil(path: &std::path::Path, layers: &[&str], diff_ids: Opt
 fn run_tool(tool: &str, args: &[&str]) -> bool {
     match Command::new(tool).args(args).output() {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{tool} is not installed, but CI is set: the CI script must install it");
-            }
-            eprintln!(
-                "skipping {tool} validation: {tool} is not installed (apt-get install {tool})"
-            );
+            crate::test_skip::skip(&format!("{tool} is not installed (apt-get install {tool})"));
             false
         }
         Err(e) => panic!("running {tool}: {e}"),

@@ -63,6 +63,9 @@ pub struct Planned {
     pub file_name: String,
     /// The build file's text, for rendering diagnostics.
     pub source: String,
+    /// The files the frontend read from the context (path, text): included fragments whose
+    /// lines the warnings may point at.
+    pub files_read: Vec<(String, String)>,
     /// The frontend, as `label (digest)`.
     pub frontend: String,
     /// The graph and the frontend's warnings.
@@ -77,6 +80,8 @@ pub struct Rejected {
     pub diagnostics: Vec<Diagnostic>,
     /// The build file's text.
     pub text: String,
+    /// The files the frontend read from the context (path, text), for diagnostics in them.
+    pub files_read: Vec<(String, String)>,
 }
 
 /// A store, a registry client and the compiled-frontend cache: what builds and plans share.
@@ -189,6 +194,7 @@ impl Session {
         let file_name = path.display().to_string();
         let input = Input {
             file_name: file_name.clone(),
+            context_path: crate::frontend::context_path(path, &req.context),
             source: source.clone(),
             build_args: req.build_args.clone(),
             target: req.target.clone(),
@@ -198,6 +204,7 @@ impl Session {
         let cx = CallContext {
             images,
             context_dir: Some(req.context.clone()),
+            ..Default::default()
         };
         let translation = match rt.translate(&fe, &input, &cx)? {
             Ok(t) => t,
@@ -205,6 +212,7 @@ impl Session {
                 return Err(Rejected {
                     diagnostics,
                     text: source.clone(),
+                    files_read: cx.files_read.lock().unwrap().clone(),
                 }
                 .into());
             }
@@ -214,6 +222,7 @@ impl Session {
         Ok(Planned {
             file_name,
             source: source.clone(),
+            files_read: cx.files_read.lock().unwrap().clone(),
             frontend: format!("{} ({})", fe.label, fe.digest),
             translation,
         })

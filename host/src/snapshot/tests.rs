@@ -857,7 +857,7 @@ fn layer_tar(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
 #[test]
 fn overlay_stack_reads_like_applied_layers() {
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root for mknod and overlay mounts");
+        crate::test_skip::skip("needs root for mknod and overlay mounts");
         return;
     }
     let t = tempfile::tempdir().unwrap();

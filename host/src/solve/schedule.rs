@@ -118,6 +118,7 @@ mod tests {
                 })
                 .collect(),
             target,
+            files: vec![],
         }
     }
 

@@ -1,11 +1,13 @@
 //! Filesystem primitives shared by every part of the host, each in one place: the root-confined
-//! path resolver ([`resolve_in_root`]), C strings of paths ([`cstr`]), no-follow timestamps
+//! path resolver ([`resolve_in_root`]), race-free confined reads by descriptor
+//! ([`read_confined`], for `read-context-file`), C strings of paths ([`cstr`]), no-follow timestamps
 //! ([`set_times`]) and atomic file writes ([`write_atomic`], [`TempFile`]).
 //!
 //! Nothing here knows about images, layers or the store's layout; the store, the snapshotter,
 //! the sandbox and the exporters build on these.
 
 mod atomic;
+mod confined;
 mod root;
 
 use std::ffi::{CStr, CString, OsStr};
@@ -14,6 +16,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
 pub(crate) use atomic::{TMP_SUFFIX, TempFile, flock, sync_dir, write_atomic, write_atomic_in};
+pub(crate) use confined::read_in_root as read_confined;
 pub(crate) use root::{Missing, resolve_in_root};
 
 /// A path (or file name) as a C string for libc calls; a NUL byte is an `InvalidInput` error.
