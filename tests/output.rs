@@ -1,6 +1,7 @@
 //! End-to-end tests of what a build reports and writes besides the image: `--progress`
 //! (plain, tty, json), `--metadata-file` and `--iidfile`, `--compression=zstd` layers, and
-//! `-o type=docker` archives that a private dockerd loads and runs.
+//! `-o type=docker` archives that a private dockerd loads and runs, outputs to standard output
+//! and `--load` through the engine's API.
 //! As root with runc, on the busybox base of the test harness.
 
 mod common;
@@ -349,4 +350,209 @@ fn docker_archive_loads_into_docker_and_runs() {
     let o = docker.docker(&["run", "--rm", "--network=none", "wbuild-test/loaded:1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "built-by-wbuild\n");
+}
+
+impl Dockerd {
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("sock").display())
+    }
+}
+
+/// Standard output as a pseudo-terminal: (the terminal side for the child, the other side).
+fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors; no name, termios or size is passed.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors are new and owned here.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(slave),
+            std::fs::File::from_raw_fd(master),
+        )
+    }
+}
+
+/// buildx: `-o -` is a tar of the filesystem on standard output, `dest=-` of the docker, oci and
+/// tar types the same archive a file would get, `-o DIR` is `type=local,dest=DIR`; standard
+/// output must not be a terminal and only one output may use it.
+#[test]
+fn outputs_to_standard_output_and_the_dir_shorthand() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let dir = ctx();
+    let path = dir.path().to_str().unwrap();
+    let out = wb.cmd().args(["build", "-o", "-", path]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = tar::Archive::new(&out.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "f"), "{names:?}");
+    assert!(names.iter().any(|n| n == "bin/sh"), "{names:?}");
+
+    let out = wb
+        .cmd()
+        .args(["build", "-o", "type=oci,dest=-", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = tar::Archive::new(&out.stdout[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
+    assert!(names.iter().any(|n| n == "oci-layout"), "{names:?}");
+    assert!(!Path::new("-").exists(), "no file named -");
+
+    let local = tempfile::tempdir().unwrap();
+    let dest = local.path().join("fs");
+    wb.build(&["build", "-o", dest.to_str().unwrap(), path]);
+    assert_eq!(std::fs::read_to_string(dest.join("f")).unwrap(), "file\n");
+
+    let (tty, _keep) = pty();
+    let out = wb
+        .cmd()
+        .args(["build", "-o", "type=docker,dest=-", path])
+        .stdout(tty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to write a tar to a terminal"),
+        "{err}"
+    );
+
+    let err = wb.fails(&["build", "-o", "-", "-o", "type=oci,dest=-", path]);
+    assert!(
+        err.contains("only one -o can write to standard output"),
+        "{err}"
+    );
+    let err = wb.fails(&["build", "-o", "type=local,dest=-", path]);
+    assert!(err.contains("type=local writes a directory"), "{err}");
+}
+
+/// `-o type=docker,dest=- | docker load` and `--load` (the engine's API, streamed) both give
+/// Docker an image it runs; a second `--load` of the same image only names it; no engine and
+/// several platforms are clear errors.
+#[test]
+fn load_into_docker_through_its_api_and_through_a_pipe() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    if !common::have_tool("dockerd") {
+        return;
+    }
+    let dir = common::context(
+        "FROM busybox\nRUN echo loaded-by-wbuild > /made\nCMD [\"cat\", \"/made\"]\n",
+    );
+    let path = dir.path().to_str().unwrap();
+    let docker = Dockerd::start();
+
+    // A fixed SOURCE_DATE_EPOCH makes the two builds of one Dockerfile the same image.
+    let piped = wb
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args([
+            "build",
+            "-t",
+            "wbuild-test/piped:1",
+            "-o",
+            "type=docker,dest=-",
+            path,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let mut load = std::process::Command::new("/usr/bin/docker")
+        .args(["-H", &docker.host(), "load"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(load.stdin.as_mut().unwrap(), &piped.stdout).unwrap();
+    drop(load.stdin.take());
+    let o = load.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = docker.docker(&["run", "--rm", "--network=none", "wbuild-test/piped:1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "loaded-by-wbuild\n");
+
+    let build_load = |tag: &str| {
+        let out = wb
+            .cmd()
+            .env("DOCKER_HOST", docker.host())
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args(["build", "--load", "-t", tag, path])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        err
+    };
+    // The piped image is the same image: the engine has it, so --load only names it.
+    let log = build_load("wbuild-test/api:1");
+    assert!(log.contains("had the image already"), "{log}");
+    let o = docker.docker(&["run", "--rm", "--network=none", "wbuild-test/api:1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "loaded-by-wbuild\n");
+
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM busybox\nRUN echo sent-by-api > /made\nCMD [\"cat\", \"/made\"]\n",
+    )
+    .unwrap();
+    let log = build_load("wbuild-test/api:2");
+    assert!(log.contains("loaded into the Docker engine"), "{log}");
+    let o = docker.docker(&["run", "--rm", "--network=none", "wbuild-test/api:2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "sent-by-api\n");
+
+    let gone = tempfile::tempdir().unwrap();
+    let out = wb
+        .cmd()
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", gone.path().join("no.sock").display()),
+        )
+        .args(["build", "--load", path])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no Docker engine"), "{err}");
+
+    let err = wb.fails(&[
+        "build",
+        "--load",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        path,
+    ]);
+    assert!(err.contains("one platform per image name"), "{err}");
 }

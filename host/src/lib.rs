@@ -32,6 +32,7 @@
 //!     pull: false,
 //!     network: wbuild::ir::Network::Default,
 //!     allow: Default::default(),
+//!     build_contexts: vec![],
 //! };
 //! let prepared = session.prepare(&request)?; // sweep, GC lock, translate, validate
 //! let mut options = BuildOptions::new(request.platform.clone());

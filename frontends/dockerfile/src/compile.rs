@@ -131,9 +131,14 @@ const PROXY_ARGS: [&str; 10] = [
 /// it).
 #[derive(Debug, Clone, Default)]
 struct State {
+    /// The image config's ENV.
     env: Vec<(String, String)>,
     /// Declared ARGs in scope, with their effective values.
     args: Vec<(String, Option<String>)>,
+    /// What expansion and RUN see, as BuildKit's LLB state environment: ENV and every ARG with
+    /// a value set the same list, so the later of an ENV and an ARG of one name wins (the
+    /// Dockerfile reference says ENV always does; BuildKit's `dispatchArg` disagrees).
+    vars: Vec<(String, String)>,
     workdir: String,
     shell: Vec<String>,
     cmd_set: bool,
@@ -143,14 +148,17 @@ struct State {
 
 impl State {
     fn lookup(&self, key: &str) -> Option<String> {
-        if let Some((_, v)) = self.env.iter().rev().find(|(k, _)| k == key) {
-            return Some(v.clone());
-        }
-        self.args
+        self.vars
             .iter()
-            .rev()
             .find(|(k, _)| k == key)
-            .and_then(|(_, v)| v.clone())
+            .map(|(_, v)| v.clone())
+    }
+
+    fn set_var(&mut self, key: &str, value: &str) {
+        match self.vars.iter_mut().find(|(k, _)| k == key) {
+            Some(e) => e.1 = value.to_string(),
+            None => self.vars.push((key.to_string(), value.to_string())),
+        }
     }
 
     fn set_env(&mut self, key: &str, value: &str) {
@@ -158,13 +166,31 @@ impl State {
             Some(e) => e.1 = value.to_string(),
             None => self.env.push((key.to_string(), value.to_string())),
         }
+        self.set_var(key, value);
     }
 
+    /// `ARG key[=value]`: an ARG without a value changes no variable (BuildKit `dispatchArg`).
     fn set_arg(&mut self, key: &str, value: Option<String>) {
+        if let Some(v) = &value {
+            self.set_var(key, v);
+        }
         match self.args.iter_mut().find(|(k, _)| k == key) {
             Some(e) => e.1 = value,
             None => self.args.push((key.to_string(), value)),
         }
+    }
+
+    /// The variables RUN sees beyond the image config's ENV: those an ARG set, or set to
+    /// another value than the config's.
+    fn run_env(&self) -> Vec<KeyValue> {
+        self.vars
+            .iter()
+            .filter(|(k, v)| !self.env.iter().any(|(ek, ev)| ek == k && ev == v))
+            .map(|(k, v)| KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect()
     }
 }
 
@@ -419,13 +445,27 @@ impl<'a> Compiler<'a> {
             self.warnings.push(d);
         }
         // Stage names first, so a reference to a later stage is recognised as one.
+        let mut last_stage: Option<Option<String>> = None;
         for item in items {
             item.visit_instructions(&mut |node| {
+                if node.value == "from" {
+                    last_stage = Some(stage_name(node));
+                }
                 if let Some(name) = stage_name(node) {
                     self.all_names.entry(name).or_insert(node.start_line);
                 }
             });
         }
+        // The built-in TARGETSTAGE (BuildKit `defaultArgs`): `--target` as given, else the last
+        // stage's name, else `default`; a `--build-arg` of that name overrides it.
+        let target_stage = self
+            .input
+            .target
+            .clone()
+            .or(last_stage.flatten())
+            .unwrap_or_else(|| "default".into());
+        let target_stage = self.build_arg("TARGETSTAGE").unwrap_or(target_stage);
+        self.global.push(("TARGETSTAGE".into(), Some(target_stage)));
 
         let mut current: Option<Current> = None;
         self.walk(items, &mut current);
@@ -1257,21 +1297,11 @@ impl<'a> Compiler<'a> {
             }
         };
 
-        let mut extra_env: Vec<KeyValue> = Vec::new();
-        for (k, v) in &cur.state.args {
-            if let Some(v) = v
-                && !cur.state.env.iter().any(|(e, _)| e == k)
-            {
-                extra_env.push(KeyValue {
-                    key: k.clone(),
-                    value: v.clone(),
-                });
-            }
-        }
+        let mut extra_env = cur.state.run_env();
         for proxy in PROXY_ARGS {
             if let Some(v) = self.build_args.get(proxy)
                 && !extra_env.iter().any(|kv| kv.key == proxy)
-                && !cur.state.env.iter().any(|(e, _)| e == proxy)
+                && cur.state.lookup(proxy).is_none()
             {
                 extra_env.push(KeyValue {
                     key: proxy.to_string(),
@@ -1644,12 +1674,14 @@ fn scratch_state() -> State {
 }
 
 fn image_state(cfg: &ImageConfig) -> State {
+    let env: Vec<(String, String)> = cfg
+        .env
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
     State {
-        env: cfg
-            .env
-            .iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone()))
-            .collect(),
+        vars: env.clone(),
+        env,
         args: Vec::new(),
         workdir: if cfg.working_dir.is_empty() {
             "/".into()

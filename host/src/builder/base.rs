@@ -28,7 +28,13 @@ impl Builder<'_> {
             }),
         ));
         match &stage.base {
-            Base::Stage(i) => Ok(deps[i].clone()),
+            Base::Stage(i) => {
+                let mut state = deps[i].clone();
+                // As BuildKit: a stage's ONBUILD triggers ran in the stage built on it (the
+                // frontend ran them); they fire once and are not in the child's config.
+                state.config.take_onbuild();
+                Ok(state)
+            }
             Base::Scratch => {
                 let mut config = ConfigBuilder::scratch(&platform.os, &platform.architecture);
                 config.created(created);
@@ -38,6 +44,7 @@ impl Builder<'_> {
                     layers: vec![],
                     snapshot: None,
                     steps: vec![],
+                    no_cache: false,
                 })
             }
             Base::Image(r) => {
@@ -87,6 +94,7 @@ impl Builder<'_> {
                     layers,
                     snapshot: None,
                     steps: vec![],
+                    no_cache: false,
                 })
             }
         }

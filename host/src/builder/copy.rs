@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 
-use super::{Builder, StageState, git, remote, staging};
+use super::{Builder, StageState, git, link, remote, staging};
 use crate::context::{Context, IgnoreRules};
 use crate::ir::{CopyOp, CopySource, Source};
 use crate::solve::{LayerRef, StepInputs};
@@ -32,7 +32,9 @@ impl Builder<'_> {
         if matches!(copy.from, Source::Context) {
             let paths = path_sources(copy)?;
             if !paths.is_empty() {
-                let matches = self.context.resolve_sources(&paths, &copy.excludes)?;
+                let matches =
+                    self.context
+                        .resolve_copy_sources(&paths, &copy.excludes, copy.parents)?;
                 let mut memo = self.memo.lock().unwrap();
                 inputs.context = Some(self.context.digest(&matches, &mut memo)?);
             }
@@ -103,7 +105,15 @@ impl Builder<'_> {
         copy: &CopyOp,
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<Option<LayerRef>> {
-        let parent = self.rootfs(state)?;
+        let linked = link::is_linked(copy);
+        if linked {
+            link::check_chown(copy)?;
+        }
+        let parent = if linked {
+            None
+        } else {
+            Some(self.rootfs(state)?)
+        };
         let mut source_ctx = self.source_root(&copy.from, deps)?;
         // A git source is copied like a directory of the build context: its tree's contents.
         let mut git_sources = Vec::new();
@@ -167,7 +177,7 @@ impl Builder<'_> {
                 excludes: &copy.excludes,
                 dest: &copy.dest,
                 workdir: &workdir,
-                parent_rootfs: Some(&parent),
+                parent_rootfs: parent.as_deref(),
                 chown: copy.chown.as_deref(),
                 chmod: copy.chmod.as_ref(),
                 parents: copy.parents,

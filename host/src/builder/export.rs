@@ -6,6 +6,7 @@
 //! [`export`]: Builder::export
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
@@ -18,7 +19,11 @@ use crate::snapshot::{self, DiffOptions};
 impl Builder<'_> {
     /// Store the config and manifest of the target stage and name it.
     pub(super) fn commit_image(&self, target: &StageState) -> anyhow::Result<BuildResult> {
-        let (_, config_bytes, config_digest) = target.config.build();
+        let mut config = target.config.clone();
+        for (k, v) in &self.opts.labels {
+            config.label(k, v);
+        }
+        let (_, config_bytes, config_digest) = config.build();
         let (cd, csize) = self
             .store
             .put_blob_from_reader(&mut config_bytes.as_slice(), None)?;
@@ -28,7 +33,8 @@ impl Builder<'_> {
             .iter()
             .map(|l| manifest::descriptor(&l.media_type, &l.digest, l.size))
             .collect::<Result<Vec<_>, _>>()?;
-        let (_, manifest_bytes, _) = manifest::image_manifest(config_desc, layers)?;
+        let (_, manifest_bytes, _) =
+            manifest::annotated_manifest(config_desc, layers, &self.opts.annotations)?;
         let (md, manifest_size) = self
             .store
             .put_blob_from_reader(&mut manifest_bytes.as_slice(), None)?;
@@ -59,6 +65,30 @@ impl Builder<'_> {
         let digest = result.manifest_digest.to_string();
         let src: &dyn BlobSource = self.store;
         match out {
+            // `dest=-`: the tar goes to standard output (the CLI refused a terminal).
+            Output::Oci(p) | Output::Docker(p) if p == Path::new("-") => {
+                let docker = matches!(out, Output::Docker(_));
+                crate::image::export_tar_to(src, &digest, &opts, docker, &mut std::io::stdout())?
+            }
+            Output::Tar(p) if p == Path::new("-") => {
+                let root = self.rootfs(&mut target.clone())?;
+                let opts = DiffOptions {
+                    source_date_epoch: self.opts.source_date_epoch,
+                };
+                let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                snapshot::diff_upper(&root, &mut w, &opts)?;
+                w.flush()?;
+            }
+            Output::Load => {
+                let how =
+                    crate::image::load::load(self.store, &digest, &result.config_digest, &opts)?;
+                self.progress.message(match how {
+                    crate::image::load::Loaded::Sent => "loaded into the Docker engine",
+                    crate::image::load::Loaded::Tagged => {
+                        "the Docker engine had the image already; named it there"
+                    }
+                });
+            }
             Output::Oci(p) if p.extension().is_some_and(|e| e == "tar") => {
                 crate::image::export_oci_tar(src, &digest, &opts, p)?
             }

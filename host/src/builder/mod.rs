@@ -17,7 +17,9 @@ mod config;
 mod copy;
 mod export;
 mod git;
+mod link;
 mod mounts;
+mod no_cache_filter;
 mod options;
 mod remote;
 mod rootfs;
@@ -57,6 +59,8 @@ pub(crate) struct StageState {
     /// The cache index entries of this chain's filesystem steps (key, record), for
     /// `--cache-to`.
     steps: Vec<(Digest, Vec<u8>)>,
+    /// The stage being built is in `--no-cache-filter`: its steps ignore the cache.
+    no_cache: bool,
 }
 
 /// Runs builds against one store and build context.
@@ -116,6 +120,7 @@ impl<'a> Builder<'a> {
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
+        no_cache_filter::check(&self.opts.no_cache_stages, graph)?;
         for from in &self.opts.cache_from {
             let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
             self.progress
@@ -166,6 +171,7 @@ impl<'a> Builder<'a> {
         self.progress
             .stage_started(&format!("[{label} 0/{total}] {}", stage.text));
         let mut state = self.base_state(stage, deps)?;
+        state.no_cache = no_cache_filter::matches(&self.opts.no_cache_stages, stage, index);
         for (i, node) in stage.ops.iter().enumerate() {
             // Ops of an included fragment name it in progress, history and errors.
             let fragment = crate::graph::origin::fragment(graph, &node.span);
@@ -237,13 +243,20 @@ impl<'a> Builder<'a> {
         history: &str,
         work: impl FnOnce(&Self, &mut StageState, StepId) -> anyhow::Result<Option<LayerRef>>,
     ) -> anyhow::Result<()> {
-        let key = solve::op_cache_key(&state.key, op, &inputs);
+        // A `COPY --link` layer is keyed without its parent; the chain after it is not.
+        let (key, next_key) = if link::linked(op) {
+            let key = solve::op_cache_key(&link::layer_base(&state.config), op, &inputs);
+            (key, solve::linked_key(&state.key, &key))
+        } else {
+            let key = solve::op_cache_key(&state.key, op, &inputs);
+            (key, key)
+        };
         // The same step's layer in another compression is another record; the chain of keys
         // does not depend on compression.
         let record = solve::record_key(&key, self.opts.compression.media_type());
         let cache = StepCache::new(self.store);
         let mut _step_lock = None;
-        let hit = if self.opts.no_cache {
+        let hit = if self.opts.no_cache || state.no_cache {
             None
         } else {
             match cache.lookup(&record)? {
@@ -300,7 +313,7 @@ impl<'a> Builder<'a> {
                 state.config.config_only(history);
             }
         }
-        state.key = key;
+        state.key = next_key;
         Ok(())
     }
 }

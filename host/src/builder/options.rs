@@ -22,6 +22,8 @@ pub enum Output {
     Tar(PathBuf),
     /// Pushed to a registry under this name (`-o type=registry,name=…`, `--push`).
     Registry(String),
+    /// Loaded into the local Docker engine (`--load`).
+    Load,
 }
 
 /// How to build.
@@ -56,6 +58,14 @@ pub struct BuildOptions {
     /// `--add-host NAME:IP`: /etc/hosts lines of every RUN (the names are in the cache key, the
     /// addresses not, as in BuildKit).
     pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--label`: labels set on the result's config.
+    pub labels: Vec<(String, String)>,
+    /// `--annotation`: annotations of the result's manifest.
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--no-cache-filter`: stages (by name, case-insensitive, or index) whose steps all run.
+    pub no_cache_stages: Vec<String>,
+    /// `--shm-size`: size of every RUN's /dev/shm.
+    pub shm_size: Option<u64>,
 }
 
 impl BuildOptions {
@@ -77,6 +87,10 @@ impl BuildOptions {
             cache_to: vec![],
             limits: exec::ResourceLimits::default(),
             extra_hosts: vec![],
+            labels: vec![],
+            annotations: Default::default(),
+            no_cache_stages: vec![],
+            shm_size: None,
         }
     }
 }

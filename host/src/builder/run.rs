@@ -30,8 +30,12 @@ impl Builder<'_> {
                 .iter()
                 .map(|(n, _)| n.clone())
                 .collect(),
-            ..Default::default()
+            exec: self.opts.limits.describe_ulimits(),
+            ..StepInputs::default()
         };
+        if let Some(size) = self.opts.shm_size {
+            inputs.exec.push(format!("shm-size {size}"));
+        }
         let mut context_paths = Vec::new();
         for m in &run.mounts {
             let (from, path) = match m {
@@ -87,6 +91,14 @@ impl Builder<'_> {
         // Temp dirs and locks the mounts need until the command has finished.
         let mut keep = MountResources::default();
         let mut mounts = Vec::new();
+        if let Some(size) = self.opts.shm_size {
+            // `--shm-size`, as BuildKit: a tmpfs of that size on /dev/shm (mounts of the RUN
+            // itself come after it).
+            mounts.push(ExtraMount::Tmpfs {
+                target: "/dev/shm".into(),
+                size: Some(size),
+            });
+        }
         let mut ssh_env_set = false;
         for m in &run.mounts {
             match m {

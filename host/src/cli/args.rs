@@ -94,7 +94,8 @@ pub enum Command {
     /// Show how much disk the store uses
     Du,
     /// Verify the store: every blob's digest, every name's manifest, config and layers, every
-    /// cache entry's layer; list leftovers of killed runs. Exits non-zero when anything is wrong
+    /// cache entry's layer; list leftovers of killed runs (not damage: the next build or
+    /// `prune` removes them). Exits non-zero only for damage
     Check {
         /// Remove leftovers, corrupt blobs, cache entries whose layer is gone and unreadable
         /// name records (never a blob whose content is intact)
@@ -129,6 +130,9 @@ pub enum DebugCommand {
 /// What selects and feeds the frontend; shared by `build` and `plan`.
 #[derive(Args, Debug, Clone)]
 pub struct BuildOpts {
+    #[command(flatten)]
+    pub daily: super::daily::DailyOpts,
+
     /// Frontend component (a .wasm file) or the name of an embedded one (`dockerfile`,
     /// `dockerfile-ext`)
     #[arg(long, value_name = "FILE.wasm")]
@@ -155,7 +159,8 @@ pub struct BuildOpts {
     pub tags: Vec<String>,
 
     /// Also write the result: type=oci,dest=PATH[.tar] | type=docker,dest=FILE.tar |
-    /// type=local,dest=DIR | type=tar,dest=FILE (repeatable)
+    /// type=local,dest=DIR | type=tar,dest=FILE | DIR | - (dest=- is standard output;
+    /// repeatable)
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     pub outputs: Vec<String>,
 
@@ -170,6 +175,11 @@ pub struct BuildOpts {
     /// Push the result to the registry of every -t name
     #[arg(long)]
     pub push: bool,
+
+    /// Load the result into the local Docker engine (DOCKER_HOST, default
+    /// /var/run/docker.sock), named with every -t name
+    #[arg(long)]
+    pub load: bool,
 
     /// Export the build cache: type=registry,ref=NAME[,mode=min|max] or
     /// type=local,dest=DIR[,mode=min|max] (repeatable)

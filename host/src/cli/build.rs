@@ -6,8 +6,9 @@ use std::sync::Arc;
 use anyhow::bail;
 
 use super::args::{BuildOpts, PlanFormat, PlanOpts};
-use super::parse::{parse_build_args, parse_output, parse_secret, parse_ssh, read_build_file};
+use super::parse::{parse_build_args, parse_secret, parse_ssh, read_build_file};
 use super::{Reported, diagnostics};
+use super::{daily, outputs};
 use crate::builder::{BuildOptions, Output};
 use crate::ir::{host_platform, parse_platform};
 use crate::progress::Progress;
@@ -29,6 +30,7 @@ fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
         pull: opts.pull,
         network: crate::graph::entitlements::parse_network(&opts.network)?,
         allow: crate::session::Entitlements::parse(&opts.allow)?,
+        build_contexts: daily::named_contexts(&opts.daily)?,
     })
 }
 
@@ -100,7 +102,7 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
     let mut outputs = opts
         .outputs
         .iter()
-        .map(|o| parse_output(o))
+        .map(|o| outputs::parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if opts.push {
         if opts.tags.is_empty() {
@@ -110,6 +112,11 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
             outputs.push(Output::Registry(t.clone()));
         }
     }
+    if opts.load {
+        outputs::check_load_platform(opts.platform.as_deref())?;
+        outputs.push(Output::Load);
+    }
+    outputs::check_one_stdout(&outputs)?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| {
             anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
@@ -123,6 +130,7 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
             .map(crate::exec::parse_memory)
             .transpose()?,
         pids: opts.pids_limit,
+        ulimits: opts.daily.ulimits()?,
     };
     Ok(BuildOptions {
         limits,
@@ -160,6 +168,10 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
             .iter()
             .map(|s| CacheTarget::parse(s))
             .collect::<anyhow::Result<Vec<_>>>()?,
+        labels: opts.daily.labels()?,
+        annotations: opts.daily.annotations()?,
+        no_cache_stages: opts.daily.no_cache_filter.clone(),
+        shm_size: opts.daily.shm_size()?,
     })
 }
 
@@ -172,19 +184,32 @@ pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     print_warnings(&prepared.planned);
+    if opts.daily.call_check()? {
+        return daily::report_check(&prepared.planned.translation.warnings);
+    }
     let files = ResultFiles {
         iidfile: opts.iidfile.clone(),
         metadata_file: opts.metadata_file.clone(),
     };
-    let progress = Progress::stderr(opts.progress);
+    let quiet = opts.daily.quiet.then(daily::QuietLog::default);
+    let progress = match &quiet {
+        Some(q) => q.progress(),
+        None => Progress::stderr(opts.progress),
+    };
     // The live view ends before anything else is printed, the error of a failed build included.
     let result = match prepared.build(build_opts, &files, Arc::clone(&progress)) {
         Ok(r) => r,
         Err(e) => {
             progress.finish();
+            if let Some(q) = &quiet {
+                q.show();
+            }
             return Err(e);
         }
     };
+    if quiet.is_some() {
+        println!("{}", result.config_digest);
+    }
     progress.message(&format!(
         "built {} ({} steps ran, {} cached)",
         result.manifest_digest, result.ran, result.cached

@@ -6,8 +6,10 @@
 
 mod args;
 mod build;
+mod daily;
 mod diagnostics;
 mod frontends;
+mod outputs;
 mod parse;
 mod registry;
 mod store;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::args::BuildOpts;
-use crate::builder::{Output, SecretSource};
+use crate::builder::SecretSource;
 use crate::ir::KeyValue;
 use crate::session::BuildFile;
 
@@ -118,44 +118,4 @@ pub(super) fn parse_ssh(spec: &str) -> anyhow::Result<(String, PathBuf)> {
         );
     }
     Ok((id, path))
-}
-
-/// `type=oci,dest=out.tar` and friends.
-pub(super) fn parse_output(spec: &str) -> anyhow::Result<Output> {
-    let mut kind = None;
-    let mut dest = None;
-    let mut name = None;
-    let mut push = None;
-    for part in spec.split(',') {
-        match part.split_once('=') {
-            Some(("type", v)) => kind = Some(v),
-            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-            Some(("name", v)) => name = Some(v.to_string()),
-            Some(("push", v)) => push = Some(v),
-            _ => bail!(
-                "-o {spec:?}: expected type=oci|docker|local|tar,dest=PATH or type=registry,name=NAME"
-            ),
-        }
-    }
-    if kind == Some("registry") || (kind == Some("image") && push == Some("true")) {
-        let Some(name) = name else {
-            bail!("-o {spec:?}: name=NAME is missing (where to push)");
-        };
-        crate::registry::ImageName::parse(&name)
-            .map_err(|e| anyhow::anyhow!("-o {spec:?}: {e}"))?;
-        return Ok(Output::Registry(name));
-    }
-    let Some(dest) = dest else {
-        bail!("-o {spec:?}: dest=PATH is missing");
-    };
-    Ok(match kind {
-        Some("oci") => Output::Oci(dest),
-        Some("docker") => Output::Docker(dest),
-        Some("local") => Output::Local(dest),
-        Some("tar") => Output::Tar(dest),
-        other => bail!(
-            "-o {spec:?}: unknown type {:?}; use oci, docker, local, tar or registry",
-            other.unwrap_or("")
-        ),
-    })
 }

@@ -76,11 +76,19 @@ pub(super) fn check(root: &Path, repair: bool) -> anyhow::Result<()> {
         println!("after repair:");
         print(&report);
     }
-    if report.is_clean() {
-        println!("the store is sound");
+    let (p, l) = (report.problems.len(), report.leftovers.len());
+    if p == 0 {
+        // Leftovers of killed runs are not damage: the next build or a prune sweeps them.
+        if l == 0 {
+            println!("the store is sound");
+        } else {
+            println!(
+                "the store is sound; {l} leftover(s) of killed runs: the next build or \
+                 `wbuild prune` removes them"
+            );
+        }
         return Ok(());
     }
-    let (p, l) = (report.problems.len(), report.leftovers.len());
     let hint = if repair {
         "images with missing blobs need a rebuild or re-import (or `wbuild rm NAME`)"
     } else {

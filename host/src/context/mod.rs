@@ -6,6 +6,7 @@
 //! rules in `ignore`, in-root resolution and the walk in `resolve`, hashing and the stat-keyed
 //! memo in `hash`.
 
+mod globstar;
 mod hash;
 mod ignore;
 mod pattern;
@@ -138,16 +139,33 @@ impl Context {
     /// (`COPY --exclude`) are Docker patterns matched against each match's name and against
     /// the paths below a directory match relative to it.
     pub fn resolve_sources(&self, patterns: &[String], excludes: &[String]) -> Result<Vec<Match>> {
+        self.resolve_copy_sources(patterns, excludes, false)
+    }
+
+    /// [`Context::resolve_sources`] for a COPY with or without `--parents`. With it, as
+    /// BuildKit's include patterns: a `**` component after the `/./` pivot (or anywhere
+    /// without one) matches zero or more directories, and `excludes` are matched against paths
+    /// relative to the pivot (or the root).
+    pub fn resolve_copy_sources(
+        &self,
+        patterns: &[String],
+        excludes: &[String],
+        parents: bool,
+    ) -> Result<Vec<Match>> {
         let excl = IgnoreRules::from_patterns(excludes).context("COPY --exclude")?;
         let mut out = Vec::new();
         for source in patterns {
-            let found = resolve::find_source(&self.root, &self.ignore, source)?;
+            let pivot = parents.then(|| globstar::pivot_components(source));
+            let found = resolve::find_source(&self.root, &self.ignore, source, pivot)?;
             if found.is_empty() {
                 bail!("COPY source not found: {source}");
             }
             for f in found {
-                let base = f.path_base();
-                if !base.is_empty() && excl.is_excluded(base, false) {
+                let prefix = match pivot {
+                    Some(p) => f.logical.split('/').skip(p).collect::<Vec<_>>().join("/"),
+                    None => f.path_base().to_string(),
+                };
+                if !prefix.is_empty() && excl.is_excluded(&prefix, false) {
                     continue;
                 }
                 let md = std::fs::symlink_metadata(self.root.join(&f.physical))
@@ -157,6 +175,7 @@ impl Context {
                     let filters = resolve::Filters {
                         ignore: &self.ignore,
                         excludes: &excl,
+                        exclude_prefix: if pivot.is_some() { &prefix } else { "" },
                     };
                     resolve::walk(&self.root, &filters, &f.physical, "", &mut entries)?;
                 }

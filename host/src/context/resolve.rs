@@ -136,6 +136,9 @@ pub(crate) fn entry_for(root: &Path, phys: &str, rel: &str, md: &Metadata) -> Re
 pub(crate) struct Filters<'a> {
     pub ignore: &'a IgnoreRules,
     pub excludes: &'a IgnoreRules,
+    /// Prepended to the relative path the excludes see (`COPY --parents` matches them from
+    /// the `/./` pivot, or the root, as BuildKit's copier does).
+    pub exclude_prefix: &'a str,
 }
 
 /// Appends the entries below physical directory `phys_dir` (named `rel_dir` relative to the
@@ -162,9 +165,10 @@ pub(crate) fn walk(
         };
         let is_dir = md.is_dir();
         let ig = f.ignore.is_excluded(&phys, is_dir);
-        let ex = f.excludes.is_excluded(&rel, is_dir);
+        let ex_rel = join(f.exclude_prefix, &rel);
+        let ex = f.excludes.is_excluded(&ex_rel, is_dir);
         if is_dir {
-            if (ig && f.ignore.can_skip_dir(&phys)) || (ex && f.excludes.can_skip_dir(&rel)) {
+            if (ig && f.ignore.can_skip_dir(&phys)) || (ex && f.excludes.can_skip_dir(&ex_rel)) {
                 continue;
             }
             let mark = out.len();
@@ -196,6 +200,7 @@ fn visible(root: &Path, ignore: &IgnoreRules, phys: &str, md: &Metadata) -> Resu
         &Filters {
             ignore,
             excludes: &none,
+            exclude_prefix: "",
         },
         phys,
         "",
@@ -212,8 +217,14 @@ pub(crate) struct Found {
 }
 
 /// Resolves one COPY source (literal path or per-component glob) to the visible objects it
-/// names, in name order. `..` and a leading `/` are clamped at the root.
-pub(crate) fn find_source(root: &Path, ignore: &IgnoreRules, source: &str) -> Result<Vec<Found>> {
+/// names, in name order. `..` and a leading `/` are clamped at the root. From component
+/// `globstar_from` on (`COPY --parents`), a `**` component matches zero or more directories.
+pub(crate) fn find_source(
+    root: &Path,
+    ignore: &IgnoreRules,
+    source: &str,
+    globstar_from: Option<usize>,
+) -> Result<Vec<Found>> {
     let cleaned = clamp_to_root(source);
     let comps: Vec<&str> = if cleaned.is_empty() {
         Vec::new()
@@ -222,8 +233,17 @@ pub(crate) fn find_source(root: &Path, ignore: &IgnoreRules, source: &str) -> Re
     };
     // (logical, physical of the directory reached so far)
     let mut states = vec![(String::new(), String::new())];
+    let mut globbed = false;
     for (i, comp) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
+        if *comp == "**" && globstar_from.is_some_and(|from| i >= from) {
+            globbed = true;
+            if !last {
+                states = super::globstar::with_descendant_dirs(root, ignore, states)?;
+            }
+            // A trailing `**` names everything below: the directories reached so far.
+            continue;
+        }
         let mut next = Vec::new();
         for (logical, phys) in states {
             let names: Vec<String> = if has_meta(comp) {
@@ -271,6 +291,9 @@ pub(crate) fn find_source(root: &Path, ignore: &IgnoreRules, source: &str) -> Re
             continue;
         }
         found.push(Found { logical, physical });
+    }
+    if globbed {
+        found = super::globstar::outermost(found);
     }
     Ok(found)
 }

@@ -15,12 +15,19 @@ pub struct ResourceLimits {
     pub memory: Option<u64>,
     /// Number of processes and threads the container may have at once.
     pub pids: Option<u64>,
+    /// `--ulimit`: rlimits of the container's processes (no cgroup needed).
+    pub ulimits: super::Ulimits,
 }
 
 impl ResourceLimits {
-    /// No limit is set.
+    /// No cgroup limit is set (`ulimits` need none).
     pub fn is_empty(&self) -> bool {
         self.memory.is_none() && self.pids.is_none()
+    }
+
+    /// The limits set, for a RUN's cache key (empty when none).
+    pub fn describe_ulimits(&self) -> Vec<String> {
+        super::ulimit::describe(&self.ulimits)
     }
 
     /// Fails with the reason when this machine cannot enforce the limits: not root (rootless

@@ -15,6 +15,7 @@ mod privileged;
 mod runner;
 mod spec;
 mod stale;
+mod ulimit;
 mod user;
 
 #[cfg(test)]
@@ -27,6 +28,7 @@ pub(crate) use cwd::resolve_container_path;
 pub use limits::{ResourceLimits, parse_memory};
 pub use runner::run;
 pub use stale::{StaleRun, find_stale, remove_stale};
+pub use ulimit::{Ulimits, parse_ulimit};
 pub use user::{ResolvedUser, resolve_user};
 
 /// Network mode of a RUN step.

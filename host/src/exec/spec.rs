@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 
 use super::{ExtraMount, Network, ResolvedUser, RunSpec};
@@ -130,13 +130,7 @@ pub(crate) fn build_spec(
         )
         .capabilities(capabilities)
         .no_new_privileges(false)
-        .rlimits(vec![
-            PosixRlimitBuilder::default()
-                .typ(PosixRlimitType::RlimitNofile)
-                .hard(limit)
-                .soft(limit)
-                .build()?,
-        ])
+        .rlimits(super::ulimit::rlimits(&run.limits.ulimits, limit)?)
         .build()?;
 
     let mut mounts = vec![

@@ -200,6 +200,21 @@ fn export_tar(
     })
 }
 
+/// Write an OCI layout tar (`docker`: with `manifest.json`) to `w`, e.g. standard output for
+/// `-o type=oci,dest=-`.
+pub fn export_tar_to(
+    src: &dyn BlobSource,
+    manifest_digest: &str,
+    opts: &ExportOptions,
+    docker: bool,
+    w: &mut dyn Write,
+) -> io::Result<()> {
+    let items = plan(src, manifest_digest, opts, docker)?;
+    let mut w = io::BufWriter::with_capacity(1 << 20, w);
+    write_tar(src, &items, opts.mtime, &mut w)?;
+    w.flush()
+}
+
 /// Export as an OCI image layout tar (`skopeo ... oci-archive:FILE`).
 pub fn export_oci_tar(
     src: &dyn BlobSource,

@@ -96,13 +96,29 @@ pub fn image_manifest(
     config: Descriptor,
     layers: Vec<Descriptor>,
 ) -> io::Result<(ImageManifest, Vec<u8>, Descriptor)> {
-    let m = oci_spec::image::ImageManifestBuilder::default()
+    annotated_manifest(config, layers, &Default::default())
+}
+
+/// [`image_manifest`] with `annotations` (`--annotation`); none gives the same bytes.
+pub fn annotated_manifest(
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> io::Result<(ImageManifest, Vec<u8>, Descriptor)> {
+    let mut b = oci_spec::image::ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(config)
-        .layers(layers)
-        .build()
-        .map_err(|e| invalid(e.to_string()))?;
+        .layers(layers);
+    if !annotations.is_empty() {
+        b = b.annotations(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
+    let m = b.build().map_err(|e| invalid(e.to_string()))?;
     let bytes = canonical_json(&m);
     let desc = descriptor(MEDIA_MANIFEST, &sha256_digest(&bytes), bytes.len() as u64)?;
     Ok((m, bytes, desc))

@@ -14,13 +14,15 @@
 pub mod config;
 pub mod export;
 pub mod import;
+pub mod load;
 pub mod manifest;
+pub mod named;
 mod reference;
 #[cfg(test)]
 mod roundtrip_tests;
 
 pub use config::{ConfigBuilder, Healthcheck, ImageConfig};
-pub use export::{ExportOptions, export_docker_tar, export_oci_dir, export_oci_tar};
+pub use export::{ExportOptions, export_docker_tar, export_oci_dir, export_oci_tar, export_tar_to};
 pub use import::import_path;
 pub use manifest::{Compression, canonical_json, image_index};
 pub use reference::{familiar, normalize};

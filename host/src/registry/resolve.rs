@@ -23,6 +23,8 @@ pub struct Images {
     /// `--pull`: resolve tags on the registry even when the store has the name.
     always_pull: bool,
     memo: Mutex<BTreeMap<(String, String), Resolved>>,
+    /// `--build-context NAME=…`: the reference used for NAME.
+    aliases: BTreeMap<String, String>,
 }
 
 fn platform_key(p: &Platform) -> String {
@@ -41,7 +43,14 @@ impl Images {
             registry,
             always_pull,
             memo: Mutex::new(BTreeMap::new()),
+            aliases: BTreeMap::new(),
         }
+    }
+
+    /// Resolves each key (a named build context) as its value instead.
+    pub fn with_aliases(mut self, aliases: BTreeMap<String, String>) -> Images {
+        self.aliases = aliases;
+        self
     }
 
     /// Images from the store only.
@@ -66,6 +75,10 @@ impl Images {
         reference: &str,
         platform: &Platform,
     ) -> anyhow::Result<Option<Resolved>> {
+        let reference = self
+            .aliases
+            .get(reference)
+            .map_or(reference, String::as_str);
         let key = (reference.to_string(), platform_key(platform));
         if let Some(r) = self.memo.lock().unwrap().get(&key) {
             return Ok(Some(r.clone()));

@@ -58,6 +58,9 @@ pub struct Request {
     pub network: crate::ir::Network,
     /// `--allow`: the dangerous powers the user granted (host network, privileged RUN).
     pub allow: Entitlements,
+    /// `--build-context NAME=…`: what `FROM NAME` and `COPY --from=NAME` take instead of the
+    /// image NAME.
+    pub build_contexts: Vec<(String, crate::image::named::NamedContext)>,
 }
 
 /// A frontend's translation of a build file into a validated stage graph.
@@ -123,11 +126,16 @@ impl Session {
         &self,
         req: &Request,
     ) -> anyhow::Result<(Planned, std::collections::BTreeMap<String, String>)> {
-        let images = Arc::new(Images::new(
-            self.store.clone(),
-            req.pull.then(|| self.registry.clone()),
-            req.pull,
-        ));
+        let aliases =
+            crate::image::named::prepare_all(&self.store, &req.build_contexts, &req.platform)?;
+        let images = Arc::new(
+            Images::new(
+                self.store.clone(),
+                req.pull.then(|| self.registry.clone()),
+                req.pull,
+            )
+            .with_aliases(aliases),
+        );
         let mut planned = self.translate(req, images.clone())?;
         entitlements::apply_default_network(&mut planned.translation.graph, req.network);
         Ok((planned, images.resolutions()))
@@ -150,11 +158,12 @@ impl Session {
         // Held from the first blob the frontend's image lookups store, so a prune cannot take
         // them.
         let gc = self.store.lock_shared(Store::GC_LOCK)?;
-        let images = Arc::new(Images::new(
-            self.store.clone(),
-            Some(self.registry.clone()),
-            req.pull,
-        ));
+        let aliases =
+            crate::image::named::prepare_all(&self.store, &req.build_contexts, &req.platform)?;
+        let images = Arc::new(
+            Images::new(self.store.clone(), Some(self.registry.clone()), req.pull)
+                .with_aliases(aliases),
+        );
         let mut planned = self.translate(req, images.clone())?;
         // Dangerous powers are refused before anything runs, with the RUN that asked.
         let refused = entitlements::refused(

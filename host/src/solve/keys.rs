@@ -31,6 +31,9 @@ pub struct StepInputs {
     /// leaves `ExtraHosts[].IP` out of an exec op's cache key.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_hosts: Vec<String>,
+    /// How a RUN runs beyond its op (`--ulimit`, `--shm-size`), as BuildKit keys its exec meta.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exec: Vec<String>,
 }
 
 fn digest_of(parts: &[&[u8]]) -> Digest {
@@ -68,6 +71,17 @@ pub fn record_key(step: &Digest, media_type: &str) -> Digest {
         b"record",
         step.to_string().as_bytes(),
         media_type.as_bytes(),
+    ])
+}
+
+/// The key of the state `parent` with an independent (`COPY --link`) layer whose own key is
+/// `layer` put on top: the layer's key does not depend on `parent`, the chain's does.
+pub fn linked_key(parent: &Digest, layer: &Digest) -> Digest {
+    digest_of(&[
+        KEY_VERSION.as_bytes(),
+        b"link",
+        parent.to_string().as_bytes(),
+        layer.to_string().as_bytes(),
     ])
 }
 

@@ -11,7 +11,8 @@ use anyhow::{Context as _, Result, bail};
 
 mod perms;
 
-use perms::{apply_symbolic, meta, resolve_chown};
+pub(super) use perms::resolve_chown;
+use perms::{apply_symbolic, meta};
 
 use crate::context::{Context, Entry, FileKind, Match};
 use crate::ir::FileMode;
@@ -108,7 +109,8 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
     let matches = if req.sources.is_empty() {
         Vec::new()
     } else {
-        req.from.resolve_sources(req.sources, req.excludes)?
+        req.from
+            .resolve_copy_sources(req.sources, req.excludes, req.parents)?
     };
     // A glob that matches one object copies it like a plain source (to a file destination
     // when `dest` is not a directory), as BuildKit does. A glob matching several objects into a

@@ -20,7 +20,7 @@ pub(super) fn meta(uid: u32, gid: u32, mode: u32, secs: i64, nsecs: i64) -> Meta
 /// `--chown` as BuildKit resolves it: a numeric user alone means uid = gid = that id; a name is
 /// looked up in the parent rootfs's /etc/passwd (its primary group); a group by id or
 /// /etc/group name.
-pub(super) fn resolve_chown(rootfs: Option<&Path>, spec: &str) -> Result<(u32, u32)> {
+pub(in crate::builder) fn resolve_chown(rootfs: Option<&Path>, spec: &str) -> Result<(u32, u32)> {
     let empty;
     let root = match rootfs {
         Some(r) => r,
