@@ -716,3 +716,39 @@ fn add_fetches_urls_keys_on_their_content_and_checks_checksums() {
     assert!(err.contains("/nope: the server answered 404"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
+
+/// Two steps that make the same diff give the same layer twice; overlayfs refuses a directory
+/// twice in one stack, so the same layer in a row is stacked once and the same layer apart from
+/// itself is read through the copying fallback. Either way the filesystem is right.
+#[test]
+fn the_same_layer_twice_in_a_stack() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = common::context(
+        "FROM busybox\n\
+         RUN echo x > /f\n\
+         RUN echo x > /f\n\
+         RUN cat /f > /seen-after-twice\n\
+         RUN echo y > /g\n\
+         RUN rm /g && echo x > /f\n\
+         RUN echo y > /g\n\
+         RUN cat /f /g > /seen-after-apart\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    // Fixed file times make the identical diffs identical layers.
+    let run = wb
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-o", &dest, ctx.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(read(&out.path().join("seen-after-twice")), "x\n");
+    assert_eq!(read(&out.path().join("seen-after-apart")), "x\ny\n");
+}

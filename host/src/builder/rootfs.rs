@@ -44,8 +44,20 @@ impl Builder<'_> {
         if !stacks.fits(state.layers.len()) {
             return Ok(None);
         }
+        // Overlayfs refuses a directory twice in one stack. The same layer twice in a row
+        // (two steps that made identical diffs) applies like once, so it is stacked once; the
+        // same layer apart from itself cannot be stacked, and the copying fallback takes it.
+        let mut seen = std::collections::HashSet::new();
         let mut lowers = Vec::with_capacity(state.layers.len());
+        let mut previous: Option<&str> = None;
         for l in state.layers.iter().rev() {
+            if previous == Some(l.diff_id.as_str()) {
+                continue;
+            }
+            previous = Some(&l.diff_id);
+            if !seen.insert(l.diff_id.as_str()) {
+                return Ok(None);
+            }
             let dir = stacks
                 .layer(&l.diff_id, || {
                     let d: Digest = l.digest.parse()?;
