@@ -385,6 +385,15 @@ fn pty() -> (std::fs::File, std::fs::File) {
 /// buildx: `-o -` is a tar of the filesystem on standard output, `dest=-` of the docker, oci and
 /// tar types the same archive a file would get, `-o DIR` is `type=local,dest=DIR`; standard
 /// output must not be a terminal and only one output may use it.
+/// The entry names of a tar archive.
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn outputs_to_standard_output_and_the_dir_shorthand() {
     let Some(wb) = common::with_busybox() else {
@@ -398,11 +407,7 @@ fn outputs_to_standard_output_and_the_dir_shorthand() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names: Vec<String> = tar::Archive::new(&out.stdout[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let names = tar_names(&out.stdout);
     assert!(names.iter().any(|n| n == "f"), "{names:?}");
     assert!(names.iter().any(|n| n == "bin/sh"), "{names:?}");
 
@@ -416,11 +421,7 @@ fn outputs_to_standard_output_and_the_dir_shorthand() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names: Vec<String> = tar::Archive::new(&out.stdout[..])
-        .entries()
-        .unwrap()
-        .map(|e| e.unwrap().path().unwrap().to_str().unwrap().to_string())
-        .collect();
+    let names = tar_names(&out.stdout);
     assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
     assert!(names.iter().any(|n| n == "oci-layout"), "{names:?}");
     assert!(!Path::new("-").exists(), "no file named -");

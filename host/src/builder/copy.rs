@@ -54,15 +54,9 @@ impl Builder<'_> {
             return Ok(d.clone());
         }
         let checksum = copy.add.as_ref().and_then(|a| a.checksum.as_deref());
-        let id = self.progress.step_started(&format!("fetching {url}"));
-        let d = match remote::download(url, checksum, &self.store.tmp_dir()) {
-            Ok(d) => d,
-            Err(e) => {
-                self.progress.step_failed(id, &format!("{e:#}"));
-                return Err(e);
-            }
-        };
-        self.progress.step_done(id);
+        let d = self.fetch_step(&format!("fetching {url}"), || {
+            remote::download(url, checksum, &self.store.tmp_dir())
+        })?;
         let d = Arc::new(d);
         self.downloads
             .lock()
@@ -82,15 +76,27 @@ impl Builder<'_> {
         let add = copy.add.as_ref();
         let checksum = add.and_then(|a| a.checksum.as_deref());
         let keep = add.is_some_and(|a| a.keep_git_dir);
-        let id = self.progress.step_started(&format!("resolving {url}"));
-        match git::resolve(url, checksum, keep) {
-            Ok(r) => {
+        let r = self.fetch_step(&format!("resolving {url}"), || {
+            git::resolve(url, checksum, keep)
+        })?;
+        self.git_commits
+            .lock()
+            .unwrap()
+            .insert(url.to_string(), r.clone());
+        Ok(r)
+    }
+
+    /// Runs `work` (a fetch on the host) as a progress step of its own named `label`.
+    fn fetch_step<T>(
+        &self,
+        label: &str,
+        work: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let id = self.progress.step_started(label);
+        match work() {
+            Ok(v) => {
                 self.progress.step_done(id);
-                self.git_commits
-                    .lock()
-                    .unwrap()
-                    .insert(url.to_string(), r.clone());
-                Ok(r)
+                Ok(v)
             }
             Err(e) => {
                 self.progress.step_failed(id, &format!("{e:#}"));

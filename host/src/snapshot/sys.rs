@@ -228,14 +228,6 @@ pub(crate) fn lstat_at(dir: BorrowedFd, name: &CStr) -> io::Result<Option<libc::
     }
 }
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Open `path` (relative, may be empty for the root itself) as a directory, resolving every
 /// component — symlinks and `..` included — as if `root` were `/`.
 pub(crate) fn open_dir_in_root(root: BorrowedFd, path: &Path) -> io::Result<OwnedFd> {
@@ -244,33 +236,11 @@ pub(crate) fn open_dir_in_root(root: BorrowedFd, path: &Path) -> io::Result<Owne
     } else {
         path
     };
-    let c = cstr(p)?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    loop {
-        // SAFETY: valid fd, C string and open_how of the right size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EAGAIN) || e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        // SAFETY: r is a fresh, valid descriptor.
-        return Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) });
-    }
+    crate::sys::openat2_in_root(
+        root,
+        &cstr(p)?,
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+    )
 }
 
 /// A path naming `name` inside the directory open as `dir`, usable with path-based calls that

@@ -14,7 +14,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// Symlinks followed in one resolution before giving up (as the kernel's ELOOP).
@@ -87,41 +87,9 @@ pub(crate) fn open_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
     }
 }
 
-/// `struct open_how` of openat2(2).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 fn openat2_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
     let c = CString::new(rel).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let how = OpenHow {
-        flags: FILE_FLAGS as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    loop {
-        // SAFETY: a valid descriptor, a NUL-terminated string and an open_how of its size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if r >= 0 {
-            // SAFETY: r is a fresh descriptor we own.
-            return Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) });
-        }
-        let e = io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
-            return Err(e);
-        }
-    }
+    super::openat2_in_root(root.as_fd(), &c, FILE_FLAGS)
 }
 
 fn open_plain(dir: libc::c_int, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {

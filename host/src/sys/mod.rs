@@ -1,7 +1,8 @@
 //! Filesystem primitives shared by every part of the host, each in one place: the root-confined
 //! path resolver ([`resolve_in_root`]), race-free confined reads by descriptor
 //! ([`read_confined`], for `read-context-file`), C strings of paths ([`cstr`]), no-follow timestamps
-//! ([`set_times`]) and atomic file writes ([`write_atomic`], [`TempFile`]).
+//! ([`set_times`]), in-root opens ([`openat2_in_root`]) and atomic file writes
+//! ([`write_atomic`], [`TempFile`]).
 //!
 //! Nothing here knows about images, layers or the store's layout; the store, the snapshotter,
 //! the sandbox and the exporters build on these.
@@ -12,7 +13,7 @@ mod root;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 pub(crate) use atomic::{TMP_SUFFIX, TempFile, flock, sync_dir, write_atomic, write_atomic_in};
@@ -46,4 +47,47 @@ pub(crate) fn set_times(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// openat2(2) of `path` below `dir` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`: every
+/// component, symlinks and `..` included, resolves as if `dir` were `/`. Retried on EAGAIN and
+/// EINTR; ENOSYS or EPERM (no openat2, or a seccomp filter refusing it) reach the caller.
+pub(crate) fn openat2_in_root(
+    dir: BorrowedFd,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: flags as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    loop {
+        // SAFETY: a valid descriptor, a NUL-terminated string and an open_how of its size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if r >= 0 {
+            // SAFETY: r is a fresh descriptor we own.
+            return Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) });
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINTR)) {
+            return Err(e);
+        }
+    }
 }
