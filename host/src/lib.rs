@@ -64,6 +64,7 @@ mod store;
 mod sys;
 #[cfg(test)]
 mod test_skip;
+mod userns;
 
 pub use builder::{BuildOptions, BuildResult, Output, SecretSource};
 pub use exec::ResourceLimits;
@@ -78,3 +79,4 @@ pub use session::{BuildFile, Planned, Prepared, Rejected, Request, ResultFiles, 
 pub use snapshot::Compression;
 pub use solve::{StepInputs, op_cache_key, run_stages, stage_base_key};
 pub use store::{Digest, Store};
+pub use userns::enter as enter_user_namespace;

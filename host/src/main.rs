@@ -9,6 +9,10 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A non-root user's wbuild runs again as root of a user namespace, before any thread.
+    if let Some(code) = wbuild::enter_user_namespace() {
+        return code;
+    }
     let cli = wbuild::cli::Cli::parse();
     match wbuild::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

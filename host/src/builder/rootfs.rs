@@ -14,12 +14,18 @@ use crate::solve::LayerRef;
 use crate::store::Digest;
 
 impl Builder<'_> {
-    /// The overlay snapshotter, when this host can mount overlays (root, overlayfs); probed
-    /// the first time a step needs a filesystem, so a fully cached build never mounts anything.
+    /// The overlay snapshotter, when this host can mount overlays (kernel overlayfs, or
+    /// fuse-overlayfs rootless; see [`snapshot::snapshotter`]); probed the first time a step
+    /// needs a filesystem, so a fully cached build never mounts anything. A slower path than
+    /// native overlayfs is named in a line of the progress output.
     pub(super) fn stacks(&self) -> Option<&Stacks> {
         self.stacks
             .get_or_init(|| {
-                if !snapshot::overlay_usable() {
+                let choice = snapshot::snapshotter(&self.store.tmp_dir());
+                if let Some(note) = &choice.note {
+                    self.progress.message(note);
+                }
+                if choice.kind == snapshot::SnapshotterKind::Copy {
                     return None;
                 }
                 match Stacks::new(&self.store.snapshots_dir(), &self.store.tmp_dir()) {

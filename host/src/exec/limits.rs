@@ -30,18 +30,14 @@ impl ResourceLimits {
         super::ulimit::describe(&self.ulimits)
     }
 
-    /// Fails with the reason when this machine cannot enforce the limits: not root (rootless
-    /// runc cannot write cgroups without a delegating systemd), or no cgroup controller for them.
+    /// Fails with the reason when this machine cannot enforce the limits: rootless (see
+    /// [`super::rootless::check_limits`]), or no cgroup controller for them.
     pub fn check_available(&self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!(
-                "--memory and --pids-limit need cgroups, which wbuild can only set up as root; \
-                 run the build as root or drop the limits"
-            );
+        if crate::userns::rootless() {
+            return super::rootless::check_limits(self.memory.is_some(), self.pids.is_some());
         }
         for (wanted, controller, flag) in [
             (self.memory.is_some(), "memory", "--memory"),

@@ -5,13 +5,14 @@
 //! [`crate::snapshot`], [`detect`] probes the host, [`user`] resolves `USER` strings against the
 //! rootfs, [`runner`] drives runc and cleans up on every path, [`netns`] owns a build's shared
 //! network namespace and its user-mode networking helper, [`privileged`] what
-//! `RUN --security=insecure` adds to the spec.
+//! `RUN --security=insecure` adds to the spec, [`rootless`] what differs without the host's root.
 
 mod cwd;
 mod detect;
 mod limits;
 pub mod netns;
 mod privileged;
+mod rootless;
 mod runner;
 mod spec;
 mod stale;

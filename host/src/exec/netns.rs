@@ -69,13 +69,7 @@ impl UserNetwork {
     /// namespace's interface, route and DNS forwarder are up.
     pub fn start(state_dir: &Path) -> Result<UserNetwork> {
         let helper = require_helper()?;
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!(
-                "the default RUN network needs root for now (a network namespace of the build); \
-                 run wbuild as root, or build with `--network none`"
-            );
-        }
+        super::rootless::check_network()?;
         let dir = netns_dir(&std::path::absolute(state_dir)?);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let nanos = SystemTime::now()

@@ -166,17 +166,22 @@ pub(crate) fn build_spec(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &[
-                "nosuid",
-                "noexec",
-                "nodev",
-                if run.privileged { "rw" } else { "ro" },
-            ],
-        )?,
+        // Rootless, sysfs mounts only in a network namespace of wbuild's user namespace.
+        if super::rootless::active() && run.network == Network::Host {
+            bind("/sys", Path::new("/sys"), !run.privileged)?
+        } else {
+            mount(
+                "/sys",
+                "sysfs",
+                "sysfs",
+                &[
+                    "nosuid",
+                    "noexec",
+                    "nodev",
+                    if run.privileged { "rw" } else { "ro" },
+                ],
+            )?
+        },
         bind("/etc/hosts", &files.hosts, true)?,
         bind("/etc/resolv.conf", &files.resolv_conf, true)?,
     ];

@@ -19,9 +19,18 @@ use tar::EntryType;
 
 use super::diff::{OPAQUE_WHITEOUT, WHITEOUT_PREFIX};
 
-/// The xattr by which overlayfs marks a directory that hides the lower layers' contents.
-const OVERLAY_OPAQUE: &str = "trusted.overlay.opaque";
 use super::sys;
+
+/// The xattr by which overlayfs marks a directory that hides the lower layers' contents:
+/// `trusted.overlay.opaque` as root, `user.overlay.opaque` in a user namespace (where overlayfs
+/// is mounted with `userxattr` and fuse-overlayfs reads it too).
+fn overlay_opaque() -> &'static str {
+    if crate::userns::rootless() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
 
 /// Clean a tar entry path into components relative to the root (`..` clamped, `/`, `.` dropped).
 pub(crate) fn clean_path(p: &Path) -> Vec<OsString> {
@@ -231,11 +240,11 @@ fn apply_entry<R: Read>(
             // Directory fds here are O_PATH, which take no xattrs: set it through the
             // directory's parent (or on the root, opened for reading).
             match parent.split_last() {
-                None => sys::fset_xattr(root, OVERLAY_OPAQUE, b"y"),
+                None => sys::fset_xattr(root, overlay_opaque(), b"y"),
                 Some((dir, up)) => {
                     ensure_dir(root, parent).context("creating the opaque directory")?;
                     let upfd = ensure_dir(root, up).context("creating parent directory")?;
-                    sys::set_xattr(&sys::fd_path(upfd.as_fd(), dir), OVERLAY_OPAQUE, b"y")
+                    sys::set_xattr(&sys::fd_path(upfd.as_fd(), dir), overlay_opaque(), b"y")
                 }
             }
             .context("marking an opaque directory")?;
@@ -358,13 +367,27 @@ fn apply_entry<R: Read>(
                     h.device_minor()?.unwrap_or(0),
                 ),
             };
-            sys::mknod_at(pfd, &cname, kind | 0o600, major, minor)?;
+            if let Err(e) = sys::mknod_at(pfd, &cname, kind | 0o600, major, minor) {
+                if errno(&e) == Some(libc::EPERM) && crate::userns::rootless() {
+                    bail!(
+                        "the layer has a device node ({major}:{minor}); rootless wbuild cannot \
+                         create device nodes (the kernel allows them only to the host's root), \
+                         so this layer can only be unpacked by wbuild run as root"
+                    );
+                }
+                return Err(e.into());
+            }
         }
         other => bail!("unsupported tar entry type {other:?}"),
     }
 
     let is_symlink = ty == EntryType::Symlink;
-    sys::chown_at(pfd, &cname, meta.uid, meta.gid)?;
+    if let Err(e) = sys::chown_at(pfd, &cname, meta.uid, meta.gid) {
+        return Err(
+            crate::userns::owner_error("the entry", meta.uid.into(), meta.gid.into())
+                .unwrap_or_else(|| e.into()),
+        );
+    }
     if !is_symlink {
         sys::chmod_at(pfd, &cname, meta.mode)?;
     }
@@ -377,6 +400,10 @@ fn apply_entry<R: Read>(
             match sys::set_xattr(&p, k, v) {
                 // user.* xattrs are not allowed on symlinks.
                 Err(e) if is_symlink && errno(&e) == Some(libc::EPERM) => {}
+                Err(e) if errno(&e) == Some(libc::EPERM) && crate::userns::rootless() => bail!(
+                    "setting xattr {k}: rootless wbuild cannot keep it ({e}; the kernel \
+                     allows trusted.* xattrs only to the host's root)"
+                ),
                 r => r.with_context(|| format!("setting xattr {k}"))?,
             }
         }

@@ -1,5 +1,7 @@
 //! Upperdir → OCI layer tar: walks an overlayfs upperdir and writes a reproducible layer,
 //! turning overlay whiteouts (char 0/0) and opaque dirs into `.wh.` / `.wh..wh..opq` entries.
+//! The upper dirs of fuse-overlayfs (the rootless fallback) may hold its other forms: `.wh.NAME`
+//! files for whiteouts, a `.wh..wh..opq` file or `user.fuseoverlayfs.opaque` for opaque dirs.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -40,16 +42,31 @@ pub struct DiffStats {
 }
 
 fn is_overlay_xattr(name: &str) -> bool {
-    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+    name.starts_with("trusted.overlay.")
+        || name.starts_with("user.overlay.")
+        || name.starts_with("user.fuseoverlayfs.")
 }
 
 fn is_opaque(path: &Path) -> io::Result<bool> {
-    for name in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+    for name in [
+        "trusted.overlay.opaque",
+        "user.overlay.opaque",
+        "user.fuseoverlayfs.opaque",
+    ] {
         if sys::get_xattr(path, name)?.as_deref() == Some(b"y") {
             return Ok(true);
         }
     }
-    Ok(false)
+    Ok(fs::symlink_metadata(path.join(OPAQUE_WHITEOUT)).is_ok_and(|m| m.is_file()))
+}
+
+/// A whiteout of fuse-overlayfs's file form: an empty regular file named `.wh.NAME`.
+fn is_whiteout_file(meta: &fs::Metadata, rel: &Path) -> bool {
+    meta.is_file()
+        && meta.len() == 0
+        && rel
+            .file_name()
+            .is_some_and(|n| n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
 }
 
 /// Walk the overlayfs upperdir `upper` and write it to `writer` as an (uncompressed) OCI layer tar.
@@ -97,6 +114,8 @@ impl<W: Write> Walker<W> {
             .with_context(|| format!("reading {}", dir.display()))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<io::Result<_>>()?;
+        // fuse-overlayfs's opaque marker file: written as the directory's marker instead.
+        names.retain(|n| n.as_bytes() != OPAQUE_WHITEOUT.as_bytes());
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let full = dir.join(&name);
@@ -158,6 +177,13 @@ impl<W: Write> Walker<W> {
             h.set_mode(0);
             self.builder
                 .append_data(&mut h, rel.with_file_name(wh), io::empty())?;
+            self.stats.whiteouts += 1;
+            return Ok(());
+        }
+        if is_whiteout_file(&meta, rel) {
+            let mut h = self.base_header(&meta, EntryType::Regular);
+            h.set_mode(0);
+            self.builder.append_data(&mut h, rel, io::empty())?;
             self.stats.whiteouts += 1;
             return Ok(());
         }

@@ -14,6 +14,7 @@ mod copy;
 mod diff;
 mod overlay;
 mod pgzip;
+mod probe;
 mod stack;
 mod sys;
 #[cfg(test)]
@@ -25,5 +26,6 @@ pub use copy::copy_tree;
 pub use diff::{DiffOptions, diff_upper};
 #[cfg(test)]
 pub(crate) use overlay::probe_overlay;
-pub use overlay::{mount_overlay, mount_overlay_readonly, mounts_under, overlay_usable, unmount};
+pub use overlay::{mount_overlay, mount_overlay_readonly, mounts_under, unmount};
+pub use probe::{Kind as SnapshotterKind, snapshotter};
 pub use stack::Stacks;

@@ -1,6 +1,7 @@
 //! Overlayfs: mounting a writable overlay (a RUN's rootfs) or a read-only one (a stack's merged
 //! view), unmounting, the mount table below a path, and the probe that tells whether this
-//! process can use overlays at all.
+//! process can mount kernel overlays (with `userxattr` inside a user namespace); mounts go
+//! through fuse-overlayfs instead when [`super::probe`] chose it.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -9,12 +10,23 @@ use anyhow::{Context, Result, bail};
 
 /// Options every wbuild overlay mount uses (see DESIGN.md, Snapshots).
 const OVERLAY_OPTS: &str = "index=off,redirect_dir=off,metacopy=off";
+/// The same inside a user namespace: `user.overlay.*` xattrs, and `redirect_dir=nofollow`
+/// (`off` means `follow` on kernels built to always follow, which `userxattr` refuses).
+const USERNS_OVERLAY_OPTS: &str = "index=off,redirect_dir=nofollow,metacopy=off,userxattr";
+
+fn overlay_opts() -> &'static str {
+    if crate::userns::rootless() {
+        USERNS_OVERLAY_OPTS
+    } else {
+        OVERLAY_OPTS
+    }
+}
 
 fn cstr(p: &Path) -> Result<CString> {
     crate::sys::cstr(p).with_context(|| format!("path {} contains NUL", p.display()))
 }
 
-fn check_overlay_path(p: &Path) -> Result<String> {
+pub(super) fn check_overlay_path(p: &Path) -> Result<String> {
     let s = p
         .to_str()
         .with_context(|| format!("overlay path {} is not UTF-8", p.display()))?;
@@ -25,7 +37,7 @@ fn check_overlay_path(p: &Path) -> Result<String> {
 }
 
 /// The `lowerdir=` option of `lowers` (top first).
-fn lowerdir(lowers: &[PathBuf]) -> Result<String> {
+pub(super) fn lowerdir(lowers: &[PathBuf]) -> Result<String> {
     Ok(lowers
         .iter()
         .map(|l| check_overlay_path(l))
@@ -60,11 +72,15 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
     if lowers.is_empty() {
         bail!("overlay needs at least one lower dir");
     }
+    if let super::probe::Kind::FuseOverlayfs(fuse) = super::probe::current() {
+        return super::probe::mount_fuse(&fuse, lowers, Some((upper, work)), target);
+    }
     let data = format!(
-        "lowerdir={},upperdir={},workdir={},{OVERLAY_OPTS}",
+        "lowerdir={},upperdir={},workdir={},{}",
         lowerdir(lowers)?,
         check_overlay_path(upper)?,
-        check_overlay_path(work)?
+        check_overlay_path(work)?,
+        overlay_opts()
     );
     mount(&data, 0, target)
 }
@@ -75,7 +91,10 @@ pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
     if lowers.len() < 2 {
         bail!("a read-only overlay needs at least two lower dirs");
     }
-    let data = format!("lowerdir={},{OVERLAY_OPTS}", lowerdir(lowers)?);
+    if let super::probe::Kind::FuseOverlayfs(fuse) = super::probe::current() {
+        return super::probe::mount_fuse(&fuse, lowers, None, target);
+    }
+    let data = format!("lowerdir={},{}", lowerdir(lowers)?, overlay_opts());
     mount(&data, libc::MS_RDONLY, target)
 }
 
@@ -136,18 +155,22 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Whether this process can use the overlay snapshotter: root, and a test overlay mount works.
-/// Probed once per process.
-pub fn overlay_usable() -> bool {
-    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    // SAFETY: geteuid has no preconditions.
-    *USABLE.get_or_init(|| unsafe { libc::geteuid() } == 0 && probe_overlay().is_ok())
+/// Whether this process can mount a kernel overlay (a test mount in the temp dir).
+#[cfg(test)]
+pub(crate) fn probe_overlay() -> Result<()> {
+    probe_overlay_in(&std::env::temp_dir())
 }
 
-pub(crate) fn probe_overlay() -> Result<()> {
+/// A test overlay mount under `dir`: a lower file visible, a write lands in the upper.
+pub(crate) fn probe_overlay_in(dir: &Path) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("not root (of the host or of a user namespace)");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = tempfile::Builder::new()
         .prefix("wbuild-overlay-probe")
-        .tempdir()
+        .tempdir_in(dir)
         .context("creating probe dir")?;
     let d = dir.path();
     for sub in ["lower", "upper", "work", "merged"] {

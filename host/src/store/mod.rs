@@ -99,8 +99,8 @@ impl Store {
     /// The default root: `/var/lib/wbuild` for root, else `$XDG_DATA_HOME/wbuild`
     /// (`~/.local/share/wbuild` when unset).
     pub fn default_root() -> PathBuf {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } == 0 {
+        // Root of a user namespace (rootless wbuild) is still the user: their store.
+        if crate::userns::privilege() == crate::userns::Privilege::Root {
             return PathBuf::from("/var/lib/wbuild");
         }
         let data = std::env::var_os("XDG_DATA_HOME")
