@@ -121,14 +121,37 @@ impl Builder<'_> {
 
     /// Write a layer from a directory shaped like an overlay upper; None when it is empty.
     pub(super) fn layer_from(&self, upper: &Path) -> anyhow::Result<Option<LayerRef>> {
+        self.layer_from_over(upper, None)
+    }
+
+    /// The filesystem a RUN's upper dir was mounted over, when the snapshotter is
+    /// fuse-overlayfs: its upper dirs have whiteouts and opaque markers that hide nothing,
+    /// which the layer leaves out by looking below (see [`snapshot::diff_upper_over`]).
+    pub(super) fn below_for_diff(&self, state: &mut StageState) -> anyhow::Result<Option<PathBuf>> {
+        match self
+            .stacks()
+            .map(|_| snapshot::snapshotter(&self.store.tmp_dir()).kind.clone())
+        {
+            Some(snapshot::SnapshotterKind::FuseOverlayfs(_)) => Ok(Some(self.rootfs(state)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Builder::layer_from`] of an upper that was mounted over `below`.
+    pub(super) fn layer_from_over(
+        &self,
+        upper: &Path,
+        below: Option<&Path>,
+    ) -> anyhow::Result<Option<LayerRef>> {
         let compression = self.opts.compression;
         let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
-        let stats = snapshot::diff_upper(
+        let stats = snapshot::diff_upper_over(
             upper,
             &mut w,
             &DiffOptions {
                 source_date_epoch: self.opts.source_date_epoch,
             },
+            below,
         )?;
         if stats.entries == 0 {
             return Ok(None);

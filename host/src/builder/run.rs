@@ -230,7 +230,8 @@ impl Builder<'_> {
             };
             bail!("the command exited with code {}{why}", outcome.exit_code);
         }
-        let layer = self.layer_from(&upper)?;
+        let below = self.below_for_diff(state)?;
+        let layer = self.layer_from_over(&upper, below.as_deref())?;
         drop(keep);
         Ok(layer)
     }

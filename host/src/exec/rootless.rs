@@ -40,6 +40,14 @@ pub fn check_limits(memory: bool, pids: bool) -> Result<()> {
     )
 }
 
+/// The user a RUN runs as, when only the user's own ID is mapped: root, or a clear error.
+pub fn check_user(user: &super::ResolvedUser) -> Result<()> {
+    match crate::userns::owner_error("the RUN's user is", user.uid.into(), user.gid.into()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// The default network rootless: slirp4netns opens `/dev/net/tun` as the user, so the user
 /// must be able to.
 pub fn check_network() -> Result<()> {

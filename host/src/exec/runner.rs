@@ -276,6 +276,7 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
 
     super::cwd::check_cwd(&rootfs, if spec.cwd.is_empty() { "/" } else { &spec.cwd })?;
     let user = super::resolve_user(&rootfs, &spec.user)?;
+    super::rootless::check_user(&user)?;
 
     // Files the spec binds from the bundle.
     let hostname = if spec.hostname.is_empty() {

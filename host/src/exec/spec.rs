@@ -151,7 +151,12 @@ pub(crate) fn build_spec(
                 "newinstance",
                 "ptmxmode=0666",
                 "mode=0620",
-                "gid=5",
+                // The tty group, unless the user namespace maps no ID but the user's.
+                if crate::userns::single_id() {
+                    "gid=0"
+                } else {
+                    "gid=5"
+                },
             ],
         )?,
         mount(

@@ -383,10 +383,12 @@ fn apply_entry<R: Read>(
 
     let is_symlink = ty == EntryType::Symlink;
     if let Err(e) = sys::chown_at(pfd, &cname, meta.uid, meta.gid) {
-        return Err(
-            crate::userns::owner_error("the entry", meta.uid.into(), meta.gid.into())
-                .unwrap_or_else(|| e.into()),
-        );
+        return Err(crate::userns::owner_error(
+            "the entry is owned by",
+            meta.uid.into(),
+            meta.gid.into(),
+        )
+        .unwrap_or_else(|| e.into()));
     }
     if !is_symlink {
         sys::chmod_at(pfd, &cname, meta.mode)?;

@@ -1,7 +1,10 @@
 //! Upperdir → OCI layer tar: walks an overlayfs upperdir and writes a reproducible layer,
 //! turning overlay whiteouts (char 0/0) and opaque dirs into `.wh.` / `.wh..wh..opq` entries.
-//! The upper dirs of fuse-overlayfs (the rootless fallback) may hold its other forms: `.wh.NAME`
-//! files for whiteouts, a `.wh..wh..opq` file or `user.fuseoverlayfs.opaque` for opaque dirs.
+//! The upper dirs of fuse-overlayfs (the rootless fallback) hold its other forms too: `.wh.NAME`
+//! files for whiteouts, a `.wh..wh..opq` file, a `.wh..opq` whiteout and the opaque xattr in
+//! every directory it creates, and whiteouts of names nothing below had; given the filesystem
+//! below ([`diff_upper_over`]) the layer gets only the whiteouts and opaque markers that
+//! hide something, as the kernel's overlayfs writes them.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -27,6 +30,10 @@ pub struct DiffOptions {
     /// SOURCE_DATE_EPOCH: mtimes newer than this are written as this value.
     pub source_date_epoch: Option<i64>,
 }
+
+/// fuse-overlayfs's opaque markers inside a directory: a `.wh..wh..opq` file and a
+/// `.wh..opq` whiteout.
+const FUSE_OPAQUE_NAMES: [&str; 2] = [OPAQUE_WHITEOUT, ".wh..opq"];
 
 /// What [`diff_upper`] wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +64,9 @@ fn is_opaque(path: &Path) -> io::Result<bool> {
             return Ok(true);
         }
     }
-    Ok(fs::symlink_metadata(path.join(OPAQUE_WHITEOUT)).is_ok_and(|m| m.is_file()))
+    Ok(FUSE_OPAQUE_NAMES
+        .iter()
+        .any(|m| fs::symlink_metadata(path.join(m)).is_ok()))
 }
 
 /// A whiteout of fuse-overlayfs's file form: an empty regular file named `.wh.NAME`.
@@ -77,11 +86,23 @@ fn is_whiteout_file(meta: &fs::Metadata, rel: &Path) -> bool {
 /// uname/gname; xattrs other than `trusted.overlay.*`/`user.overlay.*` go in PAX
 /// `SCHILY.xattr.*` records. A file seen again through another hard link becomes a link entry.
 pub fn diff_upper(upper: &Path, writer: impl Write, opts: &DiffOptions) -> Result<DiffStats> {
+    diff_upper_over(upper, writer, opts, None)
+}
+
+/// [`diff_upper`] of an upper dir that was mounted over the merged filesystem `below`
+/// (fuse-overlayfs): whiteouts and opaque markers of paths `below` does not have are left out.
+pub fn diff_upper_over(
+    upper: &Path,
+    writer: impl Write,
+    opts: &DiffOptions,
+    below: Option<&Path>,
+) -> Result<DiffStats> {
     let meta = fs::symlink_metadata(upper).with_context(|| format!("stat {}", upper.display()))?;
     anyhow::ensure!(meta.is_dir(), "{} is not a directory", upper.display());
     let mut w = Walker {
         builder: tar::Builder::new(writer),
         opts: opts.clone(),
+        below: below.map(Path::to_path_buf),
         links: HashMap::new(),
         stats: DiffStats::default(),
     };
@@ -96,11 +117,31 @@ pub fn diff_upper(upper: &Path, writer: impl Write, opts: &DiffOptions) -> Resul
 struct Walker<W: Write> {
     builder: tar::Builder<W>,
     opts: DiffOptions,
+    below: Option<PathBuf>,
     links: HashMap<(u64, u64), PathBuf>,
     stats: DiffStats,
 }
 
+/// The path a whiteout at `rel` removes: itself (a 0/0 device), or the name after `.wh.`.
+fn whiteout_target(rel: &Path, meta: &fs::Metadata) -> PathBuf {
+    if meta.is_file() {
+        let name = rel.file_name().expect("non-root entry").as_bytes();
+        rel.with_file_name(std::ffi::OsStr::from_bytes(&name[WHITEOUT_PREFIX.len()..]))
+    } else {
+        rel.to_path_buf()
+    }
+}
+
 impl<W: Write> Walker<W> {
+    /// Whether a whiteout or opaque marker at `target` hides anything: always, unless the
+    /// filesystem below is known and has nothing there.
+    fn hides_something(&self, target: PathBuf) -> bool {
+        match &self.below {
+            Some(below) => fs::symlink_metadata(below.join(target)).is_ok(),
+            None => true,
+        }
+    }
+
     fn clamp(&self, mtime: i64) -> u64 {
         let t = match self.opts.source_date_epoch {
             Some(e) if mtime > e => e,
@@ -114,8 +155,12 @@ impl<W: Write> Walker<W> {
             .with_context(|| format!("reading {}", dir.display()))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<io::Result<_>>()?;
-        // fuse-overlayfs's opaque marker file: written as the directory's marker instead.
-        names.retain(|n| n.as_bytes() != OPAQUE_WHITEOUT.as_bytes());
+        // fuse-overlayfs's opaque marker files: written as the directory's marker instead.
+        names.retain(|n| {
+            !FUSE_OPAQUE_NAMES
+                .iter()
+                .any(|m| n.as_bytes() == m.as_bytes())
+        });
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             let full = dir.join(&name);
@@ -169,6 +214,11 @@ impl<W: Write> Walker<W> {
         let ft = meta.file_type();
         self.stats.entries += 1;
 
+        let whiteout = (ft.is_char_device() && meta.rdev() == 0) || is_whiteout_file(&meta, rel);
+        if whiteout && !self.hides_something(whiteout_target(rel, &meta)) {
+            self.stats.entries -= 1;
+            return Ok(());
+        }
         if ft.is_char_device() && meta.rdev() == 0 {
             let name = rel.file_name().expect("non-root entry");
             let mut wh = OsString::from(WHITEOUT_PREFIX);
@@ -202,7 +252,7 @@ impl<W: Write> Walker<W> {
         if ft.is_dir() {
             let mut h = self.base_header(&meta, EntryType::Directory);
             self.builder.append_data(&mut h, rel, io::empty())?;
-            if is_opaque(full)? {
+            if is_opaque(full)? && self.hides_something(rel.to_path_buf()) {
                 let mut h = self.base_header(&meta, EntryType::Regular);
                 h.set_mode(0);
                 self.builder

@@ -79,17 +79,18 @@ pub fn single_id() -> bool {
     privilege() == Privilege::Rootless { ids: 1 }
 }
 
-/// The error for a file that should be owned by `uid:gid` where that owner cannot be kept:
-/// Some only when wbuild runs with a single mapped ID and the owner is not root.
+/// The error for an owner `uid:gid` that cannot be kept, `what` saying who wants it (e.g.
+/// "the entry is owned by"): Some only when wbuild runs with a single mapped ID and the owner is
+/// not root.
 pub fn owner_error(what: &str, uid: u64, gid: u64) -> Option<anyhow::Error> {
     if !single_id() || (uid == 0 && gid == 0) {
         return None;
     }
     Some(anyhow::anyhow!(
-        "{what} is owned by {uid}:{gid}, but this user has no subordinate ID range \
-         (/etc/subuid, /etc/subgid), so rootless wbuild can keep only files owned by root; \
-         give the user a range (as root: `usermod --add-subuids 100000-165535 \
-         --add-subgids 100000-165535 USER`) and install `newuidmap` (Debian: `uidmap`)"
+        "{what} {uid}:{gid}, but this user has no subordinate ID range (/etc/subuid, \
+         /etc/subgid), so rootless wbuild has no ID but root's; give the user a range (as root: \
+         `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 USER`) and install \
+         `newuidmap` (Debian: `uidmap`)"
     ))
 }
 

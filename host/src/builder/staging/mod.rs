@@ -84,6 +84,15 @@ pub fn stage_copy(req: &CopyRequest, staging: &Path) -> Result<CopyStats> {
         Some(spec) => Some(resolve_chown(req.parent_rootfs, spec)?),
         None => None,
     };
+    if let Some((uid, gid)) = owner
+        && let Some(e) = crate::userns::owner_error(
+            &format!("--chown={} is the owner", req.chown.unwrap_or_default()),
+            uid.into(),
+            gid.into(),
+        )
+    {
+        return Err(e);
+    }
     let mut st = Stager {
         staging,
         parent: req.parent_rootfs,

@@ -1,0 +1,795 @@
+//! End-to-end rootless builds: the harness (root) creates an unprivileged user of its own —
+//! with the 65,536-ID subordinate range `useradd -m` gives, or without one — runs the real
+//! binary as that user (`runuser`, store in `$XDG_DATA_HOME/wbuild`) and compares the images
+//! with the same builds done as root: with SOURCE_DATE_EPOCH, the config and manifest digests
+//! must be the same. Covers multi-stage, RUN as root and as a `USER`, chown, whiteouts and
+//! opaque directories, `COPY --chown`, cache mounts, the default network, pull from and push
+//! to a local registry, a kill -9 mid-RUN followed by a sound `wbuild check`, and a user
+//! without a subordinate range (one warning; files owned by other IDs fail clearly).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const EPOCH: &str = "1700000000";
+
+/// Whether this test can make users and run wbuild as one (root, the tools).
+fn prerequisites() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("creating a test user needs root");
+        return false;
+    }
+    [
+        "useradd",
+        "userdel",
+        "runuser",
+        "newuidmap",
+        "newgidmap",
+        "setfacl",
+        "runc",
+    ]
+    .iter()
+    .all(|t| common::have_tool(t))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// An unprivileged user made for one test, removed (with its home) on drop.
+struct TestUser {
+    name: String,
+    home: PathBuf,
+    /// Devices the test gave it access to (an ACL entry each, removed on drop).
+    acls: Vec<&'static str>,
+    /// More `NAME=VALUE` for its wbuild's environment.
+    env: Vec<String>,
+}
+
+impl TestUser {
+    /// `useradd -m`, with the default subordinate range or (`range` false) none at all.
+    fn create(range: bool) -> TestUser {
+        let name = format!(
+            "wbrl{}x{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cmd = Command::new("useradd");
+        cmd.args(["-m", "-s", "/bin/sh"]);
+        if !range {
+            cmd.args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]);
+        }
+        let out = cmd.arg(&name).output().unwrap();
+        assert!(
+            out.status.success(),
+            "useradd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let home = PathBuf::from(
+            String::from_utf8(
+                Command::new("sh")
+                    .args(["-c", &format!("getent passwd {name} | cut -d: -f6")])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+        assert_eq!(
+            subuid.lines().any(|l| l.starts_with(&format!("{name}:"))),
+            range,
+            "/etc/subuid after useradd: {subuid}"
+        );
+        TestUser {
+            name,
+            home,
+            acls: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Lets the user open `device` (slirp4netns needs /dev/net/tun, fuse-overlayfs
+    /// /dev/fuse) where it cannot yet.
+    fn allow(&mut self, device: &'static str) {
+        if self.run_sh(&format!("test -r {device} -a -w {device}")) {
+            return;
+        }
+        let out = Command::new("setfacl")
+            .args(["-m", &format!("u:{}:rw", self.name), device])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "setfacl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.acls.push(device);
+    }
+
+    fn run_sh(&self, script: &str) -> bool {
+        Command::new("runuser")
+            .args(["-u", &self.name, "--", "sh", "-c", script])
+            .status()
+            .unwrap()
+            .success()
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        for device in &self.acls {
+            let _ = Command::new("setfacl")
+                .args(["-x", &format!("u:{}", self.name), device])
+                .status();
+        }
+        // userdel refuses while a process of the user still runs (a killed build's
+        // container ending): bounded retries.
+        for _ in 0..50 {
+            let ok = Command::new("userdel")
+                .args(["-r", &self.name])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        eprintln!("warning: could not remove the test user {}", self.name);
+    }
+}
+
+/// A directory the test user can read (0755, in /tmp: the checkout may sit under a 0700
+/// directory) with the wbuild binary, the busybox base and the build contexts; `out/` is the
+/// user's.
+struct Workdir {
+    dir: tempfile::TempDir,
+    exe: PathBuf,
+    busybox: PathBuf,
+}
+
+impl Workdir {
+    fn new(user: &TestUser) -> Option<Workdir> {
+        let dir = tempfile::Builder::new()
+            .prefix("wbuild-rootless-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = dir.path().join("wbuild");
+        let built = Path::new(env!("CARGO_BIN_EXE_wbuild"));
+        if std::fs::hard_link(built, &exe).is_err() {
+            std::fs::copy(built, &exe).unwrap();
+        }
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let busybox = common::busybox_oci_tar(dir.path())?;
+        std::fs::set_permissions(&busybox, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let status = Command::new("chown")
+            .arg(format!("{0}:{0}", user.name))
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        Some(Workdir { dir, exe, busybox })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A build context `name` with `dockerfile` and `files` (world-readable).
+    fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+        let ctx = self.path().join(name);
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        for (f, text) in files {
+            std::fs::write(ctx.join(f), text).unwrap();
+        }
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&ctx)
+            .status()
+            .unwrap();
+        ctx.to_str().unwrap().to_string()
+    }
+
+    /// wbuild as `user`: a clean environment, the store in `$XDG_DATA_HOME/wbuild`.
+    fn user_cmd(&self, user: &TestUser, args: &[&str]) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", &user.name, "--", "env", "-i"])
+            .args(&user.env)
+            .arg(format!("HOME={}", user.home.display()))
+            .arg(format!("XDG_DATA_HOME={}/data", user.home.display()))
+            .arg("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .arg(format!("SOURCE_DATE_EPOCH={EPOCH}"))
+            .arg(&self.exe)
+            .args(args)
+            .current_dir(self.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn as_user(&self, user: &TestUser, args: &[&str]) -> Output {
+        self.user_cmd(user, args).output().unwrap()
+    }
+
+    fn user_ok(&self, user: &TestUser, args: &[&str]) -> String {
+        let out = self.as_user(user, args);
+        assert!(
+            out.status.success(),
+            "wbuild {args:?} as {} failed:\n{}",
+            user.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// wbuild as root with the store `root`.
+    fn root_ok(&self, root: &Path, args: &[&str]) -> String {
+        let out = Command::new(&self.exe)
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wbuild {args:?} as root failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+}
+
+/// (manifest digest, config digest) from a `--metadata-file`.
+fn digests(file: &Path) -> (String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    (
+        v["containerimage.digest"].as_str().unwrap().to_string(),
+        v["containerimage.config.digest"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+/// `tar tv --numeric-owner` lines of a tar file.
+fn tar_listing(tar: &Path) -> String {
+    let out = Command::new("tar")
+        .args(["-tv", "--numeric-owner", "-f"])
+        .arg(tar)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const MULTI_STAGE: &str = r#"
+FROM busybox AS base
+RUN echo 'app:x:1234:1234::/home/app:/bin/sh' >> /etc/passwd \
+ && echo 'app:x:1234:' >> /etc/group \
+ && mkdir -p /home/app /data/keep /data/opq /data/gone \
+ && echo k > /data/keep/f && echo o > /data/opq/old && echo g > /data/gone/f \
+ && echo x > /data/file-gone \
+ && chown -R 1234:1234 /home/app /data/keep && chown 65000:65001 /data/keep/f \
+ && chmod 4755 /data/keep/f
+
+FROM base AS changes
+RUN rm -rf /data/gone /data/file-gone /data/opq && mkdir /data/opq && echo new > /data/opq/new
+USER app
+RUN id -u > /home/app/whoami && touch /home/app/by-app
+USER root
+COPY --chown=1234:1234 hello.txt /srv/hello.txt
+COPY --chown=app hello.txt /srv/hello-by-name.txt
+RUN --mount=type=cache,target=/cache,id=rootless sh -c 'echo ran >> /cache/log && cp /cache/log /srv/cache-seen'
+RUN ip addr show tap0 | grep -c 'inet 10.0.2.100' > /srv/networked
+
+FROM busybox AS other
+RUN echo from-other > /other.txt
+
+FROM changes
+COPY --from=other /other.txt /srv/other.txt
+"#;
+
+#[test]
+fn rootless_builds_give_the_images_root_builds_give() {
+    if !prerequisites() {
+        return;
+    }
+    let mut user = TestUser::create(true);
+    user.allow("/dev/net/tun");
+    let Some(wd) = Workdir::new(&user) else {
+        return;
+    };
+    let ctx = wd.context("multi", MULTI_STAGE, &[("hello.txt", "hello\n")]);
+    let bb = wd.busybox.to_str().unwrap();
+
+    let root_store = tempfile::tempdir().unwrap();
+    let rs = root_store.path();
+    wd.root_ok(rs, &["import", bb, "-t", "busybox"]);
+    let root_meta = wd.path().join("root-meta.json");
+    wd.root_ok(
+        rs,
+        &[
+            "build",
+            "--progress=plain",
+            "--metadata-file",
+            root_meta.to_str().unwrap(),
+            &ctx,
+        ],
+    );
+
+    let log = wd.user_ok(&user, &["import", bb, "-t", "busybox"]);
+    assert!(!log.contains("warning"), "{log}");
+    let user_meta = wd.path().join("out/user-meta.json");
+    let user_tar = wd.path().join("out/image.tar");
+    let log = wd.user_ok(
+        &user,
+        &[
+            "build",
+            "--progress=plain",
+            "--metadata-file",
+            user_meta.to_str().unwrap(),
+            "-o",
+            &format!("type=tar,dest={}", user_tar.display()),
+            &ctx,
+        ],
+    );
+    assert_eq!(digests(&user_meta), digests(&root_meta), "{log}");
+
+    // The store is the user's, where XDG_DATA_HOME says.
+    let store = user.home.join("data/wbuild");
+    assert!(
+        store.join("layout").is_file(),
+        "no store at {}",
+        store.display()
+    );
+
+    let listing = tar_listing(&user_tar);
+    for want in [
+        "-rwsr-xr-x 65000/65001",
+        "1234/1234",
+        "srv/hello-by-name.txt",
+        "srv/other.txt",
+    ] {
+        assert!(listing.contains(want), "{want} missing:\n{listing}");
+    }
+    let files = wd.path().join("out/files");
+    wd.user_ok(
+        &user,
+        &[
+            "build",
+            "-o",
+            &format!("type=local,dest={}", files.display()),
+            &ctx,
+        ],
+    );
+    let read = |p: &str| std::fs::read_to_string(files.join(p)).unwrap();
+    assert_eq!(read("home/app/whoami"), "1234\n");
+    assert_eq!(read("srv/cache-seen"), "ran\n");
+    assert_eq!(read("srv/networked"), "1\n");
+    assert!(!files.join("data/gone").exists() && !files.join("data/file-gone").exists());
+    assert!(!files.join("data/opq/old").exists() && files.join("data/opq/new").exists());
+
+    // The whiteouts and the opaque directory are in the image's layers as OCI entries (the
+    // image is the root build's too: same digests).
+    let oci = wd.path().join("out/image.oci.tar");
+    wd.user_ok(
+        &user,
+        &[
+            "build",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            &ctx,
+        ],
+    );
+    let blobs = wd.path().join("out/blobs");
+    std::fs::create_dir(&blobs).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(&oci)
+        .arg("-C")
+        .arg(&blobs)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut all = String::new();
+    for e in std::fs::read_dir(blobs.join("blobs/sha256")).unwrap() {
+        let out = Command::new("tar")
+            .arg("-tzf")
+            .arg(e.unwrap().path())
+            .stderr(Stdio::null())
+            .output()
+            .unwrap();
+        all += &String::from_utf8_lossy(&out.stdout);
+    }
+    for want in [
+        "data/.wh.gone",
+        "data/.wh.file-gone",
+        "data/opq/.wh..wh..opq",
+    ] {
+        assert!(all.contains(want), "{want} missing from the layers:\n{all}");
+    }
+
+    // The other commands, rootless: du, check, frontends, prune.
+    assert!(wd.user_ok(&user, &["du"]).contains("snapshots"));
+    assert!(wd.user_ok(&user, &["check"]).contains("the store is sound"));
+    assert!(wd.user_ok(&user, &["frontends"]).contains("dockerfile"));
+    wd.user_ok(&user, &["prune"]);
+    assert!(wd.user_ok(&user, &["check"]).contains("the store is sound"));
+}
+
+#[test]
+fn fuse_overlayfs_snapshots_give_the_same_images() {
+    if !prerequisites() || !common::have_tool("fuse-overlayfs") {
+        return;
+    }
+    let mut user = TestUser::create(true);
+    user.allow("/dev/net/tun");
+    user.allow("/dev/fuse");
+    // Where the kernel's overlayfs works in a user namespace, the probe starts at
+    // fuse-overlayfs only when asked to.
+    user.env.push("WBUILD_SNAPSHOTTER=fuse-overlayfs".into());
+    let Some(wd) = Workdir::new(&user) else {
+        return;
+    };
+    let ctx = wd.context("multi", MULTI_STAGE, &[("hello.txt", "hello\n")]);
+    let bb = wd.busybox.to_str().unwrap();
+    let root_store = tempfile::tempdir().unwrap();
+    wd.root_ok(root_store.path(), &["import", bb, "-t", "busybox"]);
+    let root_meta = wd.path().join("root-meta.json");
+    wd.root_ok(
+        root_store.path(),
+        &[
+            "build",
+            "--metadata-file",
+            root_meta.to_str().unwrap(),
+            &ctx,
+        ],
+    );
+    wd.user_ok(&user, &["import", bb, "-t", "busybox"]);
+    let user_meta = wd.path().join("out/meta.json");
+    let log = wd.user_ok(
+        &user,
+        &[
+            "build",
+            "--progress=plain",
+            "--metadata-file",
+            user_meta.to_str().unwrap(),
+            &ctx,
+        ],
+    );
+    assert!(
+        log.contains("snapshots: fuse-overlayfs, slower than native overlayfs"),
+        "{log}"
+    );
+    assert_eq!(digests(&user_meta), digests(&root_meta), "{log}");
+    assert!(wd.user_ok(&user, &["check"]).contains("the store is sound"));
+}
+
+/// A registry on 127.0.0.1 with a free port (Debian's docker-registry), stopped on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Option<Registry> {
+        if !common::have_tool("docker-registry") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: wbuild-test\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = Registry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.addr).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(reg)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rootless_pulls_from_and_pushes_to_a_registry() {
+    if !prerequisites() {
+        return;
+    }
+    let user = TestUser::create(true);
+    let Some(wd) = Workdir::new(&user) else {
+        return;
+    };
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let base = format!("{}/rootless/busybox:1", reg.addr);
+    let root_store = tempfile::tempdir().unwrap();
+    let rs = root_store.path();
+    wd.root_ok(rs, &["import", wd.busybox.to_str().unwrap(), "-t", &base]);
+    wd.root_ok(rs, &["push", &base]);
+
+    let ctx = wd.context(
+        "pushed",
+        &format!(
+            "FROM {base}\nRUN --network=none mkdir /owned && chown 321:654 /owned && echo hi > /owned/f\n"
+        ),
+        &[],
+    );
+    let root_meta = wd.path().join("root-meta.json");
+    wd.root_ok(
+        rs,
+        &[
+            "build",
+            "--metadata-file",
+            root_meta.to_str().unwrap(),
+            &ctx,
+        ],
+    );
+
+    let pulled = wd.user_ok(&user, &["pull", &base]);
+    assert!(pulled.contains("sha256:"), "{pulled}");
+    let user_meta = wd.path().join("out/meta.json");
+    let name = format!("{}/rootless/out:user", reg.addr);
+    wd.user_ok(
+        &user,
+        &[
+            "build",
+            "-t",
+            &name,
+            "--metadata-file",
+            user_meta.to_str().unwrap(),
+            &ctx,
+        ],
+    );
+    assert_eq!(digests(&user_meta), digests(&root_meta));
+    wd.user_ok(&user, &["push", &name]);
+
+    // What the user pushed is what root built: root pulls it and finds the same manifest.
+    let fresh = tempfile::tempdir().unwrap();
+    wd.root_ok(fresh.path(), &["pull", &name]);
+    let images = wd.root_ok(fresh.path(), &["images"]);
+    let manifest = digests(&root_meta).0;
+    assert!(
+        images.contains(&manifest[..19]),
+        "{manifest} not in\n{images}"
+    );
+}
+
+/// Kills the child (and waits for it) on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The pids of `pid`'s children.
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_rootless_build_killed_mid_run_leaves_a_sound_store() {
+    if !prerequisites() {
+        return;
+    }
+    let user = TestUser::create(true);
+    let Some(wd) = Workdir::new(&user) else {
+        return;
+    };
+    wd.user_ok(
+        &user,
+        &["import", wd.busybox.to_str().unwrap(), "-t", "busybox"],
+    );
+    let ctx = wd.context(
+        "killed",
+        "FROM busybox\nRUN --network=none echo rootless-step-started; sleep 5\n",
+        &[],
+    );
+    let mut child = Running(
+        wd.user_cmd(&user, &["build", "--progress=plain", &ctx])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("rootless-step-started") && !line.contains("RUN") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the RUN did not start");
+    // runuser's child is the wbuild the user started (which waits for the one in the
+    // namespace): kill -9 that one.
+    let wbuild = children(child.0.id());
+    assert_eq!(wbuild.len(), 1, "runuser's children: {wbuild:?}");
+    let inner = children(wbuild[0] as u32);
+    // SAFETY: kill on a process this test started.
+    unsafe { libc::kill(wbuild[0], libc::SIGKILL) };
+    let _ = child.0.wait();
+    // The wbuild in the namespace dies with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inner
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}/exe")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the namespace's wbuild outlived its parent"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = wd.as_user(&user, &["check"]);
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("the store is sound"), "{report}");
+    // The next build sweeps what the killed one left, and the store stays sound.
+    let next = wd.context("next", "FROM busybox\nRUN --network=none true\n", &[]);
+    wd.user_ok(&user, &["build", &next]);
+    let out = wd.user_ok(&user, &["check"]);
+    assert!(
+        out.contains("the store is sound") && !out.contains("leftover"),
+        "{out}"
+    );
+}
+
+#[test]
+fn without_a_subordinate_range_only_root_owned_files_can_be_kept() {
+    if !prerequisites() {
+        return;
+    }
+    let user = TestUser::create(false);
+    let Some(wd) = Workdir::new(&user) else {
+        return;
+    };
+    let out = wd.as_user(
+        &user,
+        &["import", wd.busybox.to_str().unwrap(), "-t", "busybox"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("warning: rootless wbuild maps only your own user and group ID")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("warning")).count(),
+        1,
+        "{err}"
+    );
+
+    // An image whose files are all root's builds, RUN included.
+    let ok = wd.context(
+        "root-owned",
+        "FROM busybox\nRUN --network=none echo fine > /fine\n",
+        &[],
+    );
+    let meta = wd.path().join("out/meta.json");
+    wd.user_ok(
+        &user,
+        &["build", "--metadata-file", meta.to_str().unwrap(), &ok],
+    );
+    let root_store = tempfile::tempdir().unwrap();
+    wd.root_ok(
+        root_store.path(),
+        &["import", wd.busybox.to_str().unwrap(), "-t", "busybox"],
+    );
+    let root_meta = wd.path().join("root-meta.json");
+    wd.root_ok(
+        root_store.path(),
+        &["build", "--metadata-file", root_meta.to_str().unwrap(), &ok],
+    );
+    assert_eq!(digests(&meta), digests(&root_meta));
+
+    // Anything that needs another owner fails and says why, never changing the image: a
+    // layer with such a file, COPY --chown, a RUN as another user.
+    let owned = wd.context(
+        "owned",
+        "FROM busybox\nCOPY --chown=5:5 f /f\n",
+        &[("f", "x")],
+    );
+    let out = wd.as_user(&user, &["build", &owned]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--chown=5:5 is the owner 5:5") && err.contains("no subordinate ID range"),
+        "{err}"
+    );
+    let user_run = wd.context(
+        "user-run",
+        "FROM busybox\nUSER 1000:1000\nRUN --network=none true\n",
+        &[],
+    );
+    let out = wd.as_user(&user, &["build", &user_run]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("the RUN's user is 1000:1000"), "{err}");
+    // A base image with a file of another owner (a layer made as root) cannot be unpacked.
+    let layered = wd.context(
+        "layered",
+        "FROM busybox\nRUN --network=none mkdir /o && chown 1000:42 /o\n",
+        &[],
+    );
+    let tar = wd.path().join("owned.tar");
+    wd.root_ok(
+        root_store.path(),
+        &[
+            "build",
+            "-o",
+            &format!("type=oci,dest={}", tar.display()),
+            &layered,
+        ],
+    );
+    std::fs::set_permissions(&tar, std::fs::Permissions::from_mode(0o644)).unwrap();
+    wd.user_ok(&user, &["import", tar.to_str().unwrap(), "-t", "owned"]);
+    let on_owned = wd.context("on-owned", "FROM owned\nRUN --network=none true\n", &[]);
+    let out = wd.as_user(&user, &["build", &on_owned]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("extracting o:") && err.contains("is owned by 1000:42"),
+        "{err}"
+    );
+}
