@@ -90,7 +90,7 @@ fn copy_one(s: &Path, d: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Res
     Ok(())
 }
 
-fn copy_meta(s: &Path, d: &Path, meta: &fs::Metadata) -> Result<()> {
+pub(super) fn copy_meta(s: &Path, d: &Path, meta: &fs::Metadata) -> Result<()> {
     let parent_path = d.parent().unwrap_or(Path::new("/"));
     let parent = fs::File::open(if d.parent().is_some() { parent_path } else { d })?;
     let name = sys::cstr(d.file_name().unwrap_or(d.as_os_str()))?;

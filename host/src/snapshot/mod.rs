@@ -6,7 +6,9 @@
 //! - [`apply_layer`]: safe, in-root extraction of a layer tar with whiteouts and opaque dirs.
 //! - [`decompress`]: sniff gzip/zstd/bzip2/xz/plain by magic bytes.
 //! - [`Stacks`]: the overlay snapshotter (one directory per layer, stacked by overlayfs).
-//! - [`copy_tree`]: metadata-preserving copy for the copying snapshotter fallback.
+//! - [`copy_tree`]: metadata-preserving copy for the copying snapshotter fallback, whose RUN
+//!   rootfs is a copy compared with its snapshot afterwards (`treediff`).
+//! - [`snapshotter`]: which snapshotter this process uses (overlayfs, fuse-overlayfs, copying).
 
 mod apply;
 mod compress;
@@ -19,6 +21,7 @@ mod stack;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod treediff;
 
 pub use apply::{apply_layer, extract_overlay_layer};
 pub use compress::{Compression, LayerWriter, decompress};

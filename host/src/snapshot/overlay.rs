@@ -72,8 +72,15 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
     if lowers.is_empty() {
         bail!("overlay needs at least one lower dir");
     }
-    if let super::probe::Kind::FuseOverlayfs(fuse) = super::probe::current() {
-        return super::probe::mount_fuse(&fuse, lowers, Some((upper, work)), target);
+    match super::probe::current() {
+        super::probe::Kind::FuseOverlayfs(fuse) => {
+            return super::probe::mount_fuse(&fuse, lowers, Some((upper, work)), target);
+        }
+        // The copying snapshotter has one lower: the flattened snapshot.
+        super::probe::Kind::Copy if lowers.len() == 1 => {
+            return super::treediff::mount_copy(&lowers[0], upper, target);
+        }
+        _ => {}
     }
     let data = format!(
         "lowerdir={},upperdir={},workdir={},{}",
@@ -100,6 +107,9 @@ pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
 
 /// Unmount `target`; lazily if a plain unmount reports it busy.
 pub fn unmount(target: &Path) -> Result<()> {
+    if let Some(done) = super::treediff::finish(target) {
+        return done;
+    }
     let c = cstr(target)?;
     // SAFETY: valid C string.
     if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
