@@ -67,7 +67,7 @@ mod test_skip;
 mod userns;
 
 pub use builder::{BuildOptions, BuildResult, Output, SecretSource};
-pub use exec::ResourceLimits;
+pub use exec::{ResourceLimits, sandbox_entry};
 pub use frontend::{
     CallContext, Diagnostic, FrontendInfo, Input, Limits, LoadKind, Runtime, Translation, embedded,
 };
