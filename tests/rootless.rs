@@ -423,6 +423,45 @@ fn rootless_builds_give_the_images_root_builds_give() {
         assert!(all.contains(want), "{want} missing from the layers:\n{all}");
     }
 
+    // The build cache outside the store: exported rootless, imported into an empty store of
+    // the user's, where every step comes from it; and the docker output.
+    let cache = wd.path().join("out/cache");
+    wd.user_ok(
+        &user,
+        &[
+            "build",
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+            &ctx,
+        ],
+    );
+    let other_store = format!("{}/other-store", user.home.display());
+    let docker_tar = wd.path().join("out/docker.tar");
+    let cached_meta = wd.path().join("out/cached-meta.json");
+    wd.user_ok(
+        &user,
+        &["--root", &other_store, "import", bb, "-t", "busybox"],
+    );
+    let log = wd.user_ok(
+        &user,
+        &[
+            "--root",
+            &other_store,
+            "build",
+            "--progress=plain",
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+            "--metadata-file",
+            cached_meta.to_str().unwrap(),
+            "-o",
+            &format!("type=docker,dest={}", docker_tar.display()),
+            &ctx,
+        ],
+    );
+    assert!(log.contains("(0 steps ran"), "{log}");
+    assert_eq!(digests(&cached_meta), digests(&root_meta), "{log}");
+    assert!(tar_listing(&docker_tar).contains("manifest.json"));
+
     // The other commands, rootless: du, check, frontends, prune.
     assert!(wd.user_ok(&user, &["du"]).contains("snapshots"));
     assert!(wd.user_ok(&user, &["check"]).contains("the store is sound"));
@@ -583,6 +622,21 @@ fn rootless_pulls_from_and_pushes_to_a_registry() {
         ],
     );
 
+    // login and logout rootless write and remove the user's own credentials.
+    wd.user_ok(
+        &user,
+        &["login", &reg.addr, "-u", "someone", "-p", "secret"],
+    );
+    let config = user.home.join(".docker/config.json");
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .contains(&reg.addr)
+    );
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&config).unwrap());
+    let home_owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&user.home).unwrap());
+    assert_eq!(owner, home_owner, "the credentials are not the user's");
+    wd.user_ok(&user, &["logout", &reg.addr]);
     let pulled = wd.user_ok(&user, &["pull", &base]);
     assert!(pulled.contains("sha256:"), "{pulled}");
     let user_meta = wd.path().join("out/meta.json");

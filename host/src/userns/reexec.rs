@@ -298,22 +298,39 @@ fn map_ids(pid: libc::pid_t, uid: u32, gid: u32, plan: &Plan) -> Result<(), Stri
             uids,
             gids,
         } => {
+            // Both at once: each is a set-uid program's start-up.
+            let mut running = Vec::new();
             for (tool, id, ranges) in [(newuidmap, uid, uids), (newgidmap, gid, gids)] {
-                let out = std::process::Command::new(tool)
+                let child = std::process::Command::new(tool)
                     .arg(pid.to_string())
                     .args(subid::map_args(id, ranges))
                     .stdin(std::process::Stdio::null())
-                    .output()
-                    .map_err(|e| format!("running {}: {e}", tool.display()))?;
-                if !out.status.success() {
-                    return Err(format!(
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("running {}: {e}", tool.display()));
+                running.push((tool, child));
+            }
+            let mut result = Ok(());
+            for (tool, child) in running {
+                let out = child.and_then(|c| {
+                    c.wait_with_output()
+                        .map_err(|e| format!("waiting for {}: {e}", tool.display()))
+                });
+                let failed = match out {
+                    Ok(out) if out.status.success() => continue,
+                    Ok(out) => format!(
                         "{} failed: {}",
                         tool.display(),
                         String::from_utf8_lossy(&out.stderr).trim()
-                    ));
+                    ),
+                    Err(e) => e,
+                };
+                if result.is_ok() {
+                    result = Err(failed);
                 }
             }
-            Ok(())
+            result
         }
         Plan::Single { .. } => {
             let proc = PathBuf::from(format!("/proc/{pid}"));
