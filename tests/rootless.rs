@@ -857,3 +857,62 @@ fn without_a_subordinate_range_only_root_owned_files_can_be_kept() {
         "{err}"
     );
 }
+
+#[test]
+fn sigterm_to_the_wbuild_the_user_started_ends_the_build_in_the_namespace() {
+    if !prerequisites() {
+        return;
+    }
+    let user = TestUser::create(true);
+    let Some(wd) = Workdir::new(&user) else {
+        return;
+    };
+    wd.user_ok(
+        &user,
+        &["import", wd.busybox.to_str().unwrap(), "-t", "busybox"],
+    );
+    let ctx = wd.context(
+        "signalled",
+        "FROM busybox\nRUN --network=none echo signalled-step-started; sleep 5\n",
+        &[],
+    );
+    let mut child = Running(
+        wd.user_cmd(&user, &["build", "--progress=plain", &ctx])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("signalled-step-started") && !line.contains("RUN") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the RUN did not start");
+    let outer = children(child.0.id());
+    assert_eq!(outer.len(), 1, "runuser's children: {outer:?}");
+    let inner = children(outer[0] as u32);
+    assert_eq!(inner.len(), 1, "the waiting wbuild's children: {inner:?}");
+    // SAFETY: kill on a process this test started.
+    unsafe { libc::kill(outer[0], libc::SIGTERM) };
+    // Both end: the one in the namespace gets the SIGTERM passed on (or, were the waiting one
+    // gone first, its parent-death signal).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while [outer[0], inner[0]]
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}/exe")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM did not end the build (pids {outer:?} {inner:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.0.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+}

@@ -232,3 +232,77 @@ impl Writer {
         super::copy::copy_meta(src, dest, meta)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_changed_copy_gives_the_upper_an_overlay_would() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            crate::test_skip::skip("whiteouts (0/0 devices) need root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper, target) = (
+            tmp.path().join("lower"),
+            tmp.path().join("upper"),
+            tmp.path().join("rootfs"),
+        );
+        for d in [&lower, &upper, &target] {
+            fs::create_dir(d).unwrap();
+        }
+        fs::create_dir_all(lower.join("a")).unwrap();
+        fs::create_dir_all(lower.join("d")).unwrap();
+        fs::create_dir_all(lower.join("same/deep")).unwrap();
+        for f in [
+            "a/keep",
+            "a/gone",
+            "a/unchanged",
+            "d/old",
+            "same/deep/f",
+            "f-gone",
+        ] {
+            fs::write(lower.join(f), f).unwrap();
+        }
+        super::mount_copy(&lower, &upper, &target).unwrap();
+
+        fs::write(target.join("new"), "n").unwrap();
+        fs::remove_file(target.join("a/gone")).unwrap();
+        fs::remove_file(target.join("f-gone")).unwrap();
+        fs::set_permissions(target.join("a/keep"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::remove_dir_all(target.join("d")).unwrap();
+        fs::create_dir(target.join("d")).unwrap();
+        fs::write(target.join("d/new"), "x").unwrap();
+        super::finish(&target).unwrap().unwrap();
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "the copy is emptied"
+        );
+        assert!(super::finish(&target).is_none(), "finished once");
+
+        let mut tar = Vec::new();
+        super::super::diff_upper(&upper, &mut tar, &Default::default()).unwrap();
+        let names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a",
+                "a/.wh.gone",
+                "a/keep",
+                "d",
+                "d/.wh..wh..opq",
+                "d/new",
+                ".wh.f-gone",
+                "new"
+            ]
+        );
+    }
+}
