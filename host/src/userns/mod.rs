@@ -1,11 +1,11 @@
-//! Rootless wbuild: who this process is to the kernel, and the early re-exec that makes an
+//! Rootless wbuild: who this process is to the kernel, and the early fork that makes an
 //! ordinary user root of a user namespace.
 //!
 //! Run by a non-root user, `main` calls [`enter`] before anything else (a multi-threaded
 //! process cannot create a user namespace): the process forks a child that unshares a user
 //! and a mount namespace, maps the user's subordinate ID ranges into it with `newuidmap` /
 //! `newgidmap` ([`subid`]: ID 0 inside is the user, IDs 1.. their `/etc/subuid` range), and
-//! re-executes wbuild there as root ([`reexec`]); the first process only waits and passes on
+//! goes on there as root ([`reexec`]); the first process only waits and passes on
 //! the exit status and the signals sent to it. Without a subordinate range only the user's own
 //! ID is mapped, and [`enter`] says once that files owned by other IDs cannot be kept; every
 //! place that would have to change an owner then fails with [`owner_error`] instead.
@@ -19,7 +19,7 @@ mod subid;
 
 pub use reexec::enter;
 
-/// The environment variable that marks the re-executed child: `UID:GID:IDS`, the user's IDs
+/// The environment variable that marks the child in the namespace: `UID:GID:IDS`, the user's IDs
 /// outside and how many IDs the namespace maps.
 pub const MARKER: &str = "_WBUILD_USERNS";
 

@@ -1,11 +1,10 @@
-//! The early re-exec of a non-root wbuild into a user namespace where it is root: fork, the
+//! The early move of a non-root wbuild into a user namespace where it is root: fork, the
 //! child unshares (user + mount namespace) and waits on a pipe, the parent maps its IDs with
 //! `newuidmap`/`newgidmap` (or writes a one-ID map itself), the child becomes root there and
-//! executes `/proc/self/exe` again, the parent waits for it and passes on its exit status and
-//! the signals sent to the parent.
+//! goes on with `main` (a fork of a single-threaded process needs no new `execve`, which
+//! would load the binary a second time), the parent waits for it and passes on its exit
+//! status and the signals sent to the parent.
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -101,8 +100,8 @@ fn pipe() -> std::io::Result<(libc::c_int, libc::c_int)> {
 }
 
 /// Runs wbuild in a user namespace when it was started by a non-root user: returns the exit
-/// code to end with (the re-executed wbuild's) or None to go on in this process — as root, as
-/// the re-executed child, or when the kernel refuses a user namespace (after a warning).
+/// code to end with (the namespace's wbuild's) or None to go on in this process — as root, as
+/// the child in the namespace, or when the kernel refuses a user namespace (after a warning).
 /// Call it first thing in `main`, before any thread starts.
 pub fn enter() -> Option<ExitCode> {
     // SAFETY: getuid/geteuid/getgid have no preconditions.
@@ -112,14 +111,14 @@ pub fn enter() -> Option<ExitCode> {
     }
     if std::env::var_os(MARKER).is_some() {
         eprintln!(
-            "warning: wbuild was re-executed in a user namespace but is not root there; \
+            "warning: wbuild was started from its own user namespace but is not root there; \
              going on without"
         );
         return None;
     }
     let plan = plan(uid);
     match run(uid, gid, &plan) {
-        Ok(code) => Some(code),
+        Ok(code) => code,
         Err(Refused(e)) => {
             eprintln!(
                 "warning: the kernel refused wbuild a user namespace ({e}); going on as an \
@@ -135,19 +134,14 @@ pub fn enter() -> Option<ExitCode> {
 /// The child could not make its namespaces.
 struct Refused(std::io::Error);
 
-fn run(uid: u32, gid: u32, plan: &Plan) -> Result<ExitCode, Refused> {
+/// The parent's exit code, or None in the child, which goes on as root of the namespace.
+fn run(uid: u32, gid: u32, plan: &Plan) -> Result<Option<ExitCode>, Refused> {
     let ids = match plan {
         Plan::Ranges { uids, .. } => 1 + uids.iter().map(|r| u64::from(r.count)).sum::<u64>(),
         Plan::Single { .. } => 1,
     };
     // SAFETY: single-threaded (main has started nothing yet), so set_var races with nobody.
     unsafe { std::env::set_var(MARKER, format!("{uid}:{gid}:{ids}")) };
-    let argv: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-        .collect();
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let exe = c"/proc/self/exe";
     let (ready_r, ready_w) = pipe().map_err(Refused)?;
     let (go_r, go_w) = pipe().map_err(Refused)?;
     let single = matches!(plan, Plan::Single { .. });
@@ -159,20 +153,14 @@ fn run(uid: u32, gid: u32, plan: &Plan) -> Result<ExitCode, Refused> {
         return Err(Refused(std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        // SAFETY: the child only makes system calls on descriptors and buffers it owns, then
-        // executes wbuild again or exits.
+        // SAFETY: the child only makes system calls on descriptors it owns, then goes on
+        // with main (or exits).
         unsafe {
             libc::close(ready_r);
             libc::close(go_w);
-            child(
-                ready_w,
-                go_r,
-                single,
-                parent,
-                exe.as_ptr(),
-                argv_ptrs.as_ptr(),
-            )
+            child(ready_w, go_r, single, parent);
         }
+        return Ok(None);
     }
     // SAFETY: closing the child's ends of the pipes in the parent.
     unsafe {
@@ -195,7 +183,7 @@ fn run(uid: u32, gid: u32, plan: &Plan) -> Result<ExitCode, Refused> {
         // SAFETY: kill on our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         reap(pid);
-        return Ok(ExitCode::FAILURE);
+        return Ok(Some(ExitCode::FAILURE));
     }
     if let Plan::Single { why } = plan {
         eprintln!(
@@ -210,7 +198,7 @@ fn run(uid: u32, gid: u32, plan: &Plan) -> Result<ExitCode, Refused> {
         libc::close(go_w);
     }
     forward_signals(pid);
-    Ok(wait(pid))
+    Ok(Some(wait(pid)))
 }
 
 /// Reads until `buf` is full or EOF; the number of bytes read.
@@ -232,18 +220,11 @@ fn read_full(fd: libc::c_int, buf: &mut [u8]) -> usize {
     n
 }
 
-/// The child: unshare, report, wait for the maps, become root, execute wbuild again.
+/// The child: unshare, report, wait for the maps, become root; returns to go on with main.
 ///
 /// # Safety
 /// Called once in the forked child of a single-threaded process.
-unsafe fn child(
-    ready_w: libc::c_int,
-    go_r: libc::c_int,
-    single: bool,
-    parent: libc::pid_t,
-    exe: *const libc::c_char,
-    argv: *const *const libc::c_char,
-) -> ! {
+unsafe fn child(ready_w: libc::c_int, go_r: libc::c_int, single: bool, parent: libc::pid_t) {
     unsafe {
         if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
@@ -282,10 +263,6 @@ unsafe fn child(
         if libc::getppid() != parent {
             libc::_exit(1);
         }
-        libc::execv(exe, argv);
-        let msg = b"error: cannot execute /proc/self/exe in wbuild's user namespace\n";
-        libc::write(2, msg.as_ptr().cast(), msg.len());
-        libc::_exit(127)
     }
 }
 
