@@ -17,6 +17,13 @@ pub fn active() -> bool {
     matches!(privilege(), Privilege::Rootless { .. })
 }
 
+/// Whether the light runtime ([`super::sandbox`]) can run RUN steps here rootless: root of
+/// wbuild's user namespace over a subordinate range (a one-ID map denies setgroups).
+pub fn light_runtime_ok() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    active() && !crate::userns::single_id() && unsafe { libc::geteuid() } == 0
+}
+
 /// `--memory` / `--pids-limit` rootless: refused, since wbuild gives rootless RUN steps no
 /// cgroup (it would need a cgroup v2 subtree delegated to the user, e.g. by systemd).
 pub fn check_limits(memory: bool, pids: bool) -> Result<()> {

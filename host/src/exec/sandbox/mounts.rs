@@ -229,6 +229,13 @@ fn populate_dev(root: BorrowedFd, rootfs: &Path) -> Result<()> {
         Some("mode=755,size=64k"),
     )?;
     for (name, major, minor) in DEVICES {
+        // Rootless, no mknod: the host's own nodes are bound in (as runc does there).
+        if super::super::rootless::active() {
+            let host = Path::new("/dev").join(name);
+            let target = target_in_root(root, rootfs, &Path::new("/dev").join(name), true)?;
+            sys_mount(Some(&host), &fd_path(&target), None, libc::MS_BIND, None)?;
+            continue;
+        }
         let node = stash.join(name);
         let node_c = c(&node)?;
         // SAFETY: a NUL-terminated path; plain integers.
