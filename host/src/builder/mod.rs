@@ -170,7 +170,8 @@ impl<'a> Builder<'a> {
         let total = stage.ops.len();
         self.progress
             .stage_started(&format!("[{label} 0/{total}] {}", stage.text));
-        let mut state = self.base_state(stage, deps)?;
+        let from = crate::graph::origin::describe(graph, &self.opts.file_name, &stage.span);
+        let mut state = self.base_state(stage, deps, &from)?;
         state.no_cache = no_cache_filter::matches(&self.opts.no_cache_stages, stage, index);
         for (i, node) in stage.ops.iter().enumerate() {
             // Ops of an included fragment name it in progress, history and errors.
