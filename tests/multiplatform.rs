@@ -480,7 +480,7 @@ fn two_platforms_push_one_index_with_provenance() {
     assert!(wb.ok(&["check"]).contains("the store is sound"));
     // `push` of the name pushes the whole index again, elsewhere.
     let again = reg.name("copy:1");
-    let pinned = wb.ok(&["push", &format!("{name}")]);
+    let pinned = wb.ok(&["push", &name]);
     assert!(pinned.trim().ends_with(&index_digest), "{pinned}");
     let moved = Command::new("sh")
         .args(["-c", &format!("skopeo copy --all --src-tls-verify=false --dest-tls-verify=false docker://{name} docker://{again}")])
@@ -740,4 +740,71 @@ fn platform_lists_and_single_image_outputs_are_checked() {
     // prune keeps every platform's blobs of a named index.
     wb.ok(&["prune"]);
     assert!(wb.ok(&["check"]).contains("the store is sound"));
+}
+
+#[test]
+fn one_platform_pushed_gets_provenance_by_default_and_false_turns_it_off() {
+    if !common::have_tool("skopeo") {
+        return;
+    }
+    let Some(reg) = Registry::start() else {
+        return;
+    };
+    let wb = Wbuild::new();
+    let ctx = common::context("FROM scratch\nCOPY Dockerfile /D\n");
+    let c = ctx.path().to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let iid = dir.path().join("iid");
+    let name = reg.name("one:1");
+    wb.build(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        &name,
+        "--push",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        c,
+    ]);
+    // As buildx: an index of the one image and its attestation; the image ID stays the
+    // image's config.
+    let index = skopeo_raw(&name);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index}");
+    assert_eq!(entries[0]["platform"]["architecture"], "arm64");
+    assert_eq!(
+        entries[1]["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    let manifest: Value =
+        serde_json::from_slice(&store_blob(&wb, entries[0]["digest"].as_str().unwrap())).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&iid).unwrap(),
+        manifest["config"]["digest"].as_str().unwrap()
+    );
+    // A fresh store pulls the image out of it for arm64, and nothing for another platform.
+    let fresh = Wbuild::new();
+    fresh.ok(&["pull", "--platform", "linux/arm64", &name]);
+    let err = fresh.fails(&["pull", "--platform", "linux/s390x", &name]);
+    assert!(
+        err.contains("it has linux/arm64") && !err.contains("unknown"),
+        "{err}"
+    );
+    // --provenance=false: the plain manifest.
+    let plain = reg.name("one:2");
+    wb.build(&[
+        "build",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        &plain,
+        "--push",
+        "--provenance=false",
+        c,
+    ]);
+    assert_eq!(
+        skopeo_raw(&plain)["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
 }

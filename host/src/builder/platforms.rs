@@ -114,11 +114,14 @@ fn materials(images: &Images) -> Vec<Material> {
         .collect()
 }
 
+/// The cache index entries of each `--cache-to`, in order.
+type CacheSteps = Vec<Vec<(Digest, Vec<u8>)>>;
+
 /// One platform's outcome.
 struct Built<'a> {
     builder: Builder<'a>,
     target: StageState,
-    steps: Vec<Vec<(Digest, Vec<u8>)>>,
+    steps: CacheSteps,
     result: BuildResult,
 }
 
@@ -157,7 +160,7 @@ pub(crate) fn build_platforms(
         builders.push(builder);
     }
     builders[0].import_caches()?;
-    let outcomes: Vec<anyhow::Result<(StageState, Vec<Vec<(Digest, Vec<u8>)>>, BuildResult)>> =
+    let outcomes: Vec<anyhow::Result<(StageState, CacheSteps, BuildResult)>> =
         std::thread::scope(|scope| {
             let handles: Vec<_> = builders
                 .iter()
@@ -293,7 +296,7 @@ pub(crate) fn build_platforms(
         }
     }
     // --cache-to: every platform's steps.
-    let mut steps: Vec<Vec<(Digest, Vec<u8>)>> = vec![Vec::new(); opts.cache_to.len()];
+    let mut steps: CacheSteps = vec![Vec::new(); opts.cache_to.len()];
     for x in &built {
         for (all, mine) in steps.iter_mut().zip(&x.steps) {
             all.extend(mine.iter().cloned());
