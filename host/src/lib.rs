@@ -66,7 +66,7 @@ mod sys;
 mod test_skip;
 
 pub use builder::{BuildOptions, BuildResult, Output, PlatformResult, SecretSource};
-pub use exec::ResourceLimits;
+pub use exec::{ResourceLimits, sandbox_entry};
 pub use frontend::{
     CallContext, Diagnostic, FrontendInfo, Input, Limits, LoadKind, Runtime, Translation, embedded,
 };

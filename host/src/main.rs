@@ -3,6 +3,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // The RUN sandbox's helper is this binary re-executed: it never returns from here.
+    wbuild::sandbox_entry();
     // Output piped into `head` ends the process quietly, as with other Unix tools, instead of a
     // panic on the next println.
     // SAFETY: setting a signal's disposition to the default before any thread starts.

@@ -1,9 +1,10 @@
-//! Sandboxed RUN: runs one command in a runc container whose rootfs is an overlay of read-only
+//! Sandboxed RUN: runs one command in a container whose rootfs is an overlay of read-only
 //! layers plus a writable upper dir, and streams its combined stdout/stderr back.
 //!
 //! Layout: [`spec`] builds the OCI runtime spec, the rootfs is an overlay mounted by
 //! [`crate::snapshot`], [`detect`] probes the host, [`user`] resolves `USER` strings against the
-//! rootfs, [`runner`] drives runc and cleans up on every path, [`netns`] owns a build's shared
+//! rootfs, [`runner`] runs the bundle — with [`sandbox`], wbuild's own light runtime, or with
+//! runc for what only runc does (cgroup limits, privileged) — and cleans up on every path, [`netns`] owns a build's shared
 //! network namespace and its user-mode networking helper, [`privileged`] what
 //! `RUN --security=insecure` adds to the spec.
 
@@ -14,6 +15,7 @@ mod limits;
 pub mod netns;
 mod privileged;
 mod runner;
+mod sandbox;
 mod spec;
 mod stale;
 mod ulimit;
@@ -28,6 +30,7 @@ use std::time::Duration;
 pub(crate) use cwd::resolve_container_path;
 pub use limits::{ResourceLimits, parse_memory};
 pub use runner::run;
+pub use sandbox::entry as sandbox_entry;
 pub use stale::{StaleRun, find_stale, remove_stale};
 pub use ulimit::{Ulimits, parse_ulimit};
 pub use user::{ResolvedUser, resolve_user};

@@ -1,5 +1,7 @@
-//! Drives one RUN: bundle dir, overlay rootfs, config.json, `runc run` with piped output, then
-//! `runc delete`, mount-point stub removal, unmount and bundle removal on every path (a guard).
+//! Drives one RUN: bundle dir, overlay rootfs, config.json, then the light runtime
+//! ([`super::sandbox`]) or `runc run` with piped output, and on every path (a guard) `runc
+//! delete` where runc may have left a container, mount-point stub removal, unmount and bundle
+//! removal.
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -221,16 +223,57 @@ fn runc_errors(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `runc run` of the bundle, output to `out`, dying with wbuild.
+fn runc_command(
+    runc: &Path,
+    runc_root: &Path,
+    log: &Path,
+    bundle: &Path,
+    id: &str,
+    out: &std::io::PipeWriter,
+) -> Result<Command> {
+    let mut cmd = Command::new(runc);
+    cmd.arg("--root")
+        .arg(runc_root)
+        .arg("--log")
+        .arg(log)
+        .args(["--log-format", "json", "run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out.try_clone()?);
+    // If wbuild dies (kill -9), runc dies with it instead of going on setting up a container
+    // for nobody; the next build's sweep then finds a container that is complete or absent.
+    // SAFETY: prctl is async-signal-safe and touches only the child being started.
+    unsafe {
+        use std::os::unix::process::CommandExt as _;
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
 /// Run one RUN step, streaming the container's combined stdout/stderr to `output`.
 ///
 /// Returns the command's exit status; an `Err` means the sandbox could not be set up or torn down
 /// (runc missing, mount failure, runc refusing the spec, unknown user, ...). Everything created on
 /// the host (bundle, overlay mount, runc state) is removed before returning, on every path.
 pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> {
-    let runc = find_runc().context(
-        "RUN steps need the `runc` container runtime, which is not on PATH; \
-         install it (Debian/Ubuntu: `apt-get install runc`)",
-    )?;
+    // runc runs what the light runtime cannot (cgroup limits, privileged, not root).
+    let light = super::sandbox::eligible(spec);
+    let runc = if light {
+        PathBuf::from("runc")
+    } else {
+        find_runc().context(
+            "RUN steps need the `runc` container runtime, which is not on PATH; \
+             install it (Debian/Ubuntu: `apt-get install runc`)",
+        )?
+    };
     if spec.args.is_empty() {
         bail!("RUN needs a command");
     }
@@ -365,33 +408,20 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
     let (mut reader, writer) = std::io::pipe().context("creating output pipe")?;
     let log = bundle.join("runc.log");
     let start = Instant::now();
-    let mut cmd = Command::new(&runc);
-    cmd.arg("--root")
-        .arg(&runc_root)
-        .arg("--log")
-        .arg(&log)
-        .args(["--log-format", "json", "run", "--bundle"])
-        .arg(&bundle)
-        .arg(&id)
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer);
-    // If wbuild dies (kill -9), runc dies with it instead of going on setting up a container
-    // for nobody; the next build's sweep then finds a container that is complete or absent.
-    // SAFETY: prctl is async-signal-safe and touches only the child being started.
-    unsafe {
-        use std::os::unix::process::CommandExt as _;
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    guard.started = true;
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", runc.display()));
+    let mut cmd = if light {
+        super::sandbox::command(&bundle, &writer)?
+    } else {
+        runc_command(&runc, &runc_root, &log, &bundle, &id, &writer)?
+    };
+    drop(writer);
+    guard.started = !light;
+    let child = cmd.spawn().with_context(|| {
+        if light {
+            "starting the sandbox helper".to_string()
+        } else {
+            format!("starting {}", runc.display())
+        }
+    });
     drop(cmd); // closes our copies of the pipe's write end, so the read below sees EOF
     let mut child = child?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -403,21 +433,30 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
             Err(e) => break Err(e),
         }
     };
-    let status = child.wait().context("waiting for runc")?;
+    let status = child.wait().context("waiting for the container")?;
     read_result.context("reading container output")?;
     let duration = start.elapsed();
 
-    let errors = runc_errors(&log);
-    if !errors.is_empty() {
-        bail!("runc could not run the container: {}", errors.join("; "));
+    if light {
+        super::sandbox::setup_error(&bundle)?;
+    } else {
+        let errors = runc_errors(&log);
+        if !errors.is_empty() {
+            bail!("runc could not run the container: {}", errors.join("; "));
+        }
     }
     let exit_code = match status.code() {
         Some(c) => c,
         None => {
             use std::os::unix::process::ExitStatusExt;
-            bail!("runc was killed by signal {}", status.signal().unwrap_or(0));
+            bail!(
+                "the container's runtime was killed by signal {}",
+                status.signal().unwrap_or(0)
+            );
         }
     };
+    // `runc run` removed the container when it exited by itself: no `runc delete` to run.
+    guard.started = false;
     remove_stubs(&rootfs, &mut stubs, &cwd_rel);
     guard.cleanup()?;
     prune_upper_parents(&upper, &prune);

@@ -103,7 +103,10 @@ pub(crate) fn build_spec(
     } else {
         DEFAULT_CAPS.iter().copied().collect()
     };
+    // No ambient set (the builder's default has three): a non-root USER then holds no
+    // capabilities, as in Docker and BuildKit.
     let capabilities = LinuxCapabilitiesBuilder::default()
+        .ambient(oci_spec::runtime::Capabilities::new())
         .bounding(caps.clone())
         .effective(caps.clone())
         .inheritable(caps.clone())

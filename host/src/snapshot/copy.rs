@@ -91,8 +91,12 @@ fn copy_one(s: &Path, d: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Res
 }
 
 fn copy_meta(s: &Path, d: &Path, meta: &fs::Metadata) -> Result<()> {
-    let parent_path = d.parent().unwrap_or(Path::new("/"));
-    let parent = fs::File::open(if d.parent().is_some() { parent_path } else { d })?;
+    // A relative `d` of one component ("out") has the empty path as its parent: that is ".".
+    let parent = match d.parent() {
+        Some(p) if p.as_os_str().is_empty() => fs::File::open(".")?,
+        Some(p) => fs::File::open(p)?,
+        None => fs::File::open(d)?,
+    };
     let name = sys::cstr(d.file_name().unwrap_or(d.as_os_str()))?;
     let is_symlink = meta.file_type().is_symlink();
     sys::chown_at(parent.as_fd(), &name, meta.uid(), meta.gid())?;
