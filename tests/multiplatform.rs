@@ -325,6 +325,18 @@ fn the_cache_carries_every_platform_and_oci_writes_the_index() {
         "{cfg}"
     );
 
+    // The layout imports as the index (attestations and all), named.
+    let imported = Wbuild::new();
+    imported.ok(&["import", oci.to_str().unwrap(), "-t", "imported:1"]);
+    let images = imported.ok(&["images"]);
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("imported:1") && l.ends_with("linux/amd64,linux/arm64")),
+        "{images}"
+    );
+    assert!(imported.ok(&["check"]).contains("the store is sound"));
+
     // A fresh store with the exported cache runs neither platform's RUN.
     let fresh = Wbuild::new();
     let progress = fresh.build(&[
@@ -352,7 +364,9 @@ fn a_platform_without_an_emulator_fails_before_anything_runs() {
     if Path::new(BINFMT).join("qemu-s390x").exists() {
         sh_ok("update-binfmts --disable qemu-s390x", tmp.path());
     }
-    let wb = common::with_busybox().unwrap();
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
     let ctx = common::context(
         "FROM --platform=$BUILDPLATFORM busybox AS native\nRUN echo native-ran\nFROM scratch\nCOPY --from=native /etc/passwd /p\nRUN true\n",
     );

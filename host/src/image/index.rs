@@ -105,6 +105,8 @@ pub fn build(
 pub struct Entry {
     /// The entry's manifest (or nested index) digest.
     pub digest: String,
+    /// Its size.
+    pub size: u64,
     /// Its platform, when the entry is an image for one (attestations have none).
     pub platform: Option<Platform>,
     /// For an attestation manifest: the image manifest it describes.
@@ -154,6 +156,7 @@ pub fn entries(bytes: &[u8], what: &str) -> io::Result<Vec<Entry>> {
                 _ => None,
             };
             Ok(Entry {
+                size: e.get("size").and_then(Value::as_u64).unwrap_or(0),
                 digest,
                 platform,
                 attests,
