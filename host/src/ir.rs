@@ -28,6 +28,9 @@ pub fn host_platform() -> Platform {
 
 /// `OS/ARCH[/VARIANT]`, as `--platform` takes it.
 pub fn parse_platform(s: &str) -> anyhow::Result<Platform> {
+    if s.contains(',') {
+        anyhow::bail!("--platform {s:?}: one platform here (OS/ARCH[/VARIANT]), not a list");
+    }
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
         [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
@@ -133,5 +136,11 @@ mod platform_tests {
             let e = parse_platforms(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
+        let e = parse_platform("linux/amd64,linux/arm64")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a list"), "{e}");
+        let e = parse_platforms("linux//x").unwrap_err().to_string();
+        assert!(e.contains("is not OS/ARCH"), "{e}");
     }
 }

@@ -25,7 +25,7 @@ pub const MEDIA_IN_TOTO: &str = "application/vnd.in-toto+json";
 /// Layer annotation naming the statement's predicate type.
 pub const ANNOTATION_PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
 /// The build type of wbuild's provenance (the predicate's `buildDefinition.buildType`).
-pub const BUILD_TYPE: &str = "https://github.com/wbuild/wbuild/provenance/v1";
+pub const BUILD_TYPE: &str = "urn:wbuild:buildtype:v1";
 
 /// `--provenance`'s mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
