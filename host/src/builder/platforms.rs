@@ -305,3 +305,38 @@ pub(crate) fn build_platforms(
     built[0].builder.export_caches(steps)?;
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn slots_bound_the_stages_of_every_platform_together() {
+        let slots = Slots::new(2);
+        let (running, max) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    let _slot = slots.take();
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        assert_eq!(max.into_inner(), 2);
+        assert_eq!(*slots.free.lock().unwrap(), 2, "every slot given back");
+    }
+
+    #[test]
+    fn platform_directories_are_named_as_buildx() {
+        let p = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+        };
+        assert_eq!(platform_dir(&p), "linux_arm64_v8");
+    }
+}

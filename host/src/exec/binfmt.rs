@@ -6,6 +6,9 @@
 //! test) and it has the `F` flag (the interpreter is opened at registration, so it also runs
 //! inside a RUN's root filesystem, which does not have it).
 //!
+//! Native means the same architecture as this machine, or 386 on amd64 (the kernel's 32-bit
+//! compatibility, as Docker assumes too).
+//!
 //! [`require`] checks a build's graph before any step runs: every stage with a RUN, for its
 //! platform.
 
