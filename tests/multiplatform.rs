@@ -285,6 +285,8 @@ fn the_cache_carries_every_platform_and_oci_writes_the_index() {
         "mode=max",
         "--build-arg",
         "V=7",
+        "--annotation",
+        "index:org.opencontainers.image.title=both",
         c,
     ]);
     // -o type=oci: index.json names the index; the index lists both images and their
@@ -300,6 +302,10 @@ fn the_cache_carries_every_platform_and_oci_writes_the_index() {
         serde_json::from_slice(&layout_blob(&oci, desc["digest"].as_str().unwrap())).unwrap();
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 4, "{index}");
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.title"], "both",
+        "{index}"
+    );
     let att: Value =
         serde_json::from_slice(&layout_blob(&oci, entries[3]["digest"].as_str().unwrap())).unwrap();
     let st: Value = serde_json::from_slice(&layout_blob(
@@ -482,6 +488,8 @@ fn platform_lists_and_single_image_outputs_are_checked() {
     assert!(err.contains("--load"), "{err}");
     let err = wb.fails(&["build", "--provenance", "mode=all", c]);
     assert!(err.contains("mode=min"), "{err}");
+    let err = wb.fails(&["build", "--annotation", "index:a=1", c]);
+    assert!(err.contains("no index"), "{err}");
     // Without RUN, both platforms build anywhere; -o type=local gets a directory each.
     let out = dir.path().join("local");
     let log = wb.build(&[

@@ -69,7 +69,8 @@ pub(crate) struct StageState {
 pub struct Builder<'a> {
     store: &'a Store,
     context: Context,
-    memo: Mutex<HashMemo>,
+    /// Content digests of context files, shared by the platforms of one build.
+    memo: Arc<Mutex<HashMemo>>,
     opts: BuildOptions,
     counts: Mutex<(usize, usize)>,
     progress: Arc<Progress>,
@@ -103,7 +104,7 @@ impl<'a> Builder<'a> {
         Ok(Builder {
             store,
             context,
-            memo: Mutex::new(memo),
+            memo: Arc::new(Mutex::new(memo)),
             opts,
             counts: Mutex::new((0, 0)),
             progress,

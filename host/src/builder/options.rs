@@ -62,6 +62,9 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--annotation`: annotations of the result's manifest.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--annotation index:…`: annotations of the result's image index (several platforms, or
+    /// provenance).
+    pub index_annotations: std::collections::BTreeMap<String, String>,
     /// `--no-cache-filter`: stages (by name, case-insensitive, or index) whose steps all run.
     pub no_cache_stages: Vec<String>,
     /// `--shm-size`: size of every RUN's /dev/shm.
@@ -89,6 +92,7 @@ impl BuildOptions {
             extra_hosts: vec![],
             labels: vec![],
             annotations: Default::default(),
+            index_annotations: Default::default(),
             no_cache_stages: vec![],
             shm_size: None,
         }

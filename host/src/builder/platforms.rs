@@ -146,7 +146,7 @@ pub(crate) fn build_platforms(
         crate::exec::binfmt::require(b.graph, &b.platform, &opts.file_name)?;
     }
     let slots = Arc::new(Slots::new(opts.jobs));
-    let mut builders = Vec::new();
+    let mut builders: Vec<Builder<'_>> = Vec::new();
     for b in &builds {
         let mut o = opts.clone();
         o.platform = b.platform.clone();
@@ -157,6 +157,10 @@ pub(crate) fn build_platforms(
             builder.label_prefix = format!("{} ", platform_text(&b.platform));
         }
         builder.slots = Some(slots.clone());
+        // The context's files are hashed once for all platforms.
+        if let Some(first) = builders.first() {
+            builder.memo = Arc::clone(&first.memo);
+        }
         builders.push(builder);
     }
     builders[0].import_caches()?;
@@ -246,7 +250,7 @@ pub(crate) fn build_platforms(
             attestation,
         });
     }
-    let index_bytes = index::build(&images, &Default::default());
+    let index_bytes = index::build(&images, &opts.index_annotations);
     let (index_digest, index_size) =
         store.put_blob_from_reader(&mut index_bytes.as_slice(), None)?;
     for n in &names {

@@ -196,6 +196,7 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
             .collect::<anyhow::Result<Vec<_>>>()?,
         labels: opts.daily.labels()?,
         annotations: opts.daily.annotations()?,
+        index_annotations: opts.daily.index_annotations()?,
         no_cache_stages: opts.daily.no_cache_filter.clone(),
         shm_size: opts.daily.shm_size()?,
     })
@@ -225,6 +226,12 @@ pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
     // The live view ends before anything else is printed, the error of a failed build included.
     let platforms = platforms(opts)?;
     let provenance = provenance_mode(opts, &build_opts.outputs)?;
+    if !build_opts.index_annotations.is_empty() && platforms.len() == 1 && provenance.is_none() {
+        bail!(
+            "--annotation index:…: this build writes one image manifest, no index; build several \
+             platforms or with --provenance, or annotate the manifest (manifest:KEY=VALUE)"
+        );
+    }
     let build = |build_opts: BuildOptions| -> anyhow::Result<crate::builder::BuildResult> {
         if platforms.len() == 1 && provenance.is_none() {
             return prepared.build(build_opts, &files, Arc::clone(&progress));
