@@ -507,6 +507,28 @@ fn platform_lists_and_single_image_outputs_are_checked() {
         "{log}"
     );
     assert!(wb.ok(&["images"]).contains("linux/amd64,linux/arm64"));
+    // -o type=tar: one tar, a directory per platform.
+    let tar = dir.path().join("fs.tar");
+    wb.build(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-o",
+        &format!("type=tar,dest={}", tar.display()),
+        c,
+    ]);
+    let list = sh_ok(&format!("tar -tf {}", tar.display()), dir.path());
+    let names: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        names,
+        [
+            "linux_amd64",
+            "linux_amd64/D",
+            "linux_arm64",
+            "linux_arm64/D"
+        ],
+        "{list}"
+    );
     assert!(wb.ok(&["check"]).contains("the store is sound"));
     // prune keeps every platform's blobs of a named index.
     wb.ok(&["prune"]);

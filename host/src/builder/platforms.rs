@@ -9,7 +9,8 @@
 //! The result is an OCI image index ([`crate::image::index`]): a manifest per platform and,
 //! with provenance, an attestation manifest per platform ([`crate::image::provenance`]). The
 //! index is what `-t` names, `--push` pushes and `-o type=oci` writes; `-o type=local` writes
-//! one directory per platform (`linux_amd64/`), as buildx.
+//! one directory per platform (`linux_amd64/`), `-o type=tar` one tar with those directories,
+//! as buildx.
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -284,13 +285,14 @@ pub(crate) fn build_platforms(
                     x.builder.export(&sub, &x.target, &x.result)?;
                 }
             }
-            Output::Docker(_) | Output::Load | Output::Tar(_) if many => bail!(
-                "{}: a multi-platform result has no single image or filesystem for it; choose \
-                 one platform with --platform, or use -o type=oci or type=local",
-                match out {
-                    Output::Load => "--load",
-                    Output::Tar(_) => "-o type=tar",
-                    _ => "-o type=docker",
+            Output::Tar(dest) if many => write_tar(&built, &builds, dest, &opts)?,
+            Output::Docker(_) | Output::Load if many => bail!(
+                "{}: a multi-platform result has no single image for it; choose one platform \
+                 with --platform, or use -o type=oci",
+                if matches!(out, Output::Load) {
+                    "--load"
+                } else {
+                    "-o type=docker"
                 }
             ),
             // One platform (with provenance): its image.
@@ -308,6 +310,39 @@ pub(crate) fn build_platforms(
     }
     built[0].builder.export_caches(steps)?;
     Ok(result)
+}
+
+/// `-o type=tar` of several platforms: one tar, each platform's filesystem under its
+/// directory (`linux_amd64/`), as buildx; `-` is standard output.
+fn write_tar(
+    built: &[Built<'_>],
+    builds: &[PlatformBuild<'_>],
+    dest: &Path,
+    opts: &BuildOptions,
+) -> anyhow::Result<()> {
+    let mut roots = Vec::new();
+    for (x, b) in built.iter().zip(builds) {
+        let root = x.builder.rootfs(&mut x.target.clone())?;
+        roots.push((root, platform_dir(&b.platform)));
+    }
+    let trees: Vec<(&Path, &str)> = roots
+        .iter()
+        .map(|(r, d)| (r.as_path(), d.as_str()))
+        .collect();
+    let diff = crate::snapshot::DiffOptions {
+        source_date_epoch: opts.source_date_epoch,
+    };
+    if dest == Path::new("-") {
+        let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+        crate::snapshot::diff_trees(&trees, &mut w, &diff)?;
+        return Ok(std::io::Write::flush(&mut w)?);
+    }
+    crate::sys::write_atomic(dest, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        crate::snapshot::diff_trees(&trees, &mut w, &diff).map_err(std::io::Error::other)?;
+        std::io::Write::flush(&mut w)
+    })
+    .with_context(|| format!("writing {}", dest.display()))
 }
 
 #[cfg(test)]

@@ -112,21 +112,13 @@ pub fn check_load_platform(platform: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The outputs a multi-platform result cannot have (as buildx): a Docker image, a tar of one
-/// filesystem.
+/// The output a multi-platform result cannot have (as buildx): a Docker image.
 pub fn check_multi_platform(outputs: &[Output]) -> anyhow::Result<()> {
-    for o in outputs {
-        match o {
-            Output::Docker(_) => bail!(
-                "-o type=docker with several platforms: a Docker archive holds one platform's \
-                 image; choose one with --platform, or write all with -o type=oci"
-            ),
-            Output::Tar(_) => bail!(
-                "-o type=tar with several platforms: choose one with --platform, or write each \
-                 platform's filesystem with -o type=local (one directory per platform)"
-            ),
-            _ => {}
-        }
+    if outputs.iter().any(|o| matches!(o, Output::Docker(_))) {
+        bail!(
+            "-o type=docker with several platforms: a Docker archive holds one platform's \
+             image; choose one with --platform, or write all with -o type=oci"
+        );
     }
     Ok(())
 }
