@@ -330,6 +330,7 @@ impl<'a> Builder<'a> {
             }
             None => {
                 let id = self.progress.step_started(step);
+                let whole = crate::progress::profile::span("step (all)");
                 let layer = match work(self, state, id) {
                     Ok(layer) => layer,
                     Err(e) => {
@@ -340,7 +341,11 @@ impl<'a> Builder<'a> {
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
-                let bytes = cache.record(&record, &rec)?;
+                let bytes = {
+                    let _r = crate::progress::profile::span("cache record");
+                    cache.record(&record, &rec)?
+                };
+                drop(whole);
                 state.steps.push((record, bytes));
                 self.progress.step_done(id);
                 self.counts.lock().unwrap().0 += 1;

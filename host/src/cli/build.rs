@@ -279,5 +279,8 @@ pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
         progress.message(&format!("named {t}"));
     }
     progress.finish();
+    if let Some(table) = crate::progress::profile::report() {
+        eprint!("{table}");
+    }
     Ok(())
 }
