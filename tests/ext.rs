@@ -404,3 +404,18 @@ fn included_steps_name_their_fragment_and_share_the_cache_of_inline_steps() {
         "{err}"
     );
 }
+
+#[test]
+fn a_missing_base_image_in_a_fragment_is_reported_at_the_fragment() {
+    // The registry is a closed port on loopback: the lookup fails at once, off no network.
+    let wb = common::Wbuild::new();
+    let ctx = include_context(
+        "# syntax=dockerfile-ext\nFROM scratch AS a\nINCLUDE ci/f.Dockerfile\n",
+        &[("ci/f.Dockerfile", "FROM 127.0.0.1:1/nosuch:1\nRUN true\n")],
+    );
+    let main = ctx.path().join("Dockerfile").display().to_string();
+    let err = wb.fails(&["build", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("ci/f.Dockerfile:1:1: "), "{err}");
+    assert!(err.contains("127.0.0.1:1/nosuch:1"), "{err}");
+    assert!(err.contains(&format!("included from {main}:3")), "{err}");
+}

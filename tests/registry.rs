@@ -320,7 +320,16 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
     // A build without RUN: COPY onto the base, pushed with --push and with -o type=registry.
     let ctx = common::context(&format!("FROM {base}\nCOPY Dockerfile /df\nLABEL x=y\n"));
     let app = reg.name("test/app:1");
-    let log = wb.build(&["build", "-t", &app, "--push", ctx.path().to_str().unwrap()]);
+    // --provenance=false: a plain image manifest, not an index with an attestation (the
+    // default of --push, as buildx; tests/multiplatform.rs covers that).
+    let log = wb.build(&[
+        "build",
+        "-t",
+        &app,
+        "--push",
+        "--provenance=false",
+        ctx.path().to_str().unwrap(),
+    ]);
     assert!(
         log.contains("1 blobs uploaded") || log.contains("2 blobs uploaded"),
         "{log}"
@@ -371,7 +380,13 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
     assert!(err.contains("0 blobs uploaded, 0 mounted"), "{err}");
     let other = reg.name("other/app:2");
     let dest = format!("type=registry,name={other}");
-    let log = wb.build(&["build", "-o", &dest, ctx.path().to_str().unwrap()]);
+    let log = wb.build(&[
+        "build",
+        "-o",
+        &dest,
+        "--provenance=false",
+        ctx.path().to_str().unwrap(),
+    ]);
     // The base layer and the COPY layer come from the other repository; only the config may be
     // new (its build time changes unless the rebuild falls in the same second).
     let counts = log
@@ -500,6 +515,7 @@ fn multi_platform_index_picks_the_platform() {
             "-t",
             &name,
             "--push",
+            "--provenance=false",
             ctx.path().to_str().unwrap(),
         ]);
         let digest = log
@@ -595,7 +611,14 @@ fn pull_flag_re_resolves_a_moved_tag() {
     assert!(log.contains(&format!("is {first}")), "{log}");
     // The tag moves to a new image.
     let next = common::context(&format!("FROM {tag}\nLABEL version=2\n"));
-    a.build(&["build", "-t", &tag, "--push", next.path().to_str().unwrap()]);
+    a.build(&[
+        "build",
+        "-t",
+        &tag,
+        "--push",
+        "--provenance=false",
+        next.path().to_str().unwrap(),
+    ]);
     let moved = a.ok(&["pull", &tag]);
     let moved = line(&moved).to_string();
     assert_ne!(first, moved);
@@ -852,7 +875,16 @@ fn docker_v2_images_are_pulled_and_built_on() {
     // skopeo reads it back.
     let ctx = common::context(&format!("FROM {base}\nCOPY Dockerfile /df\n"));
     let app = reg.name("docker/app:1");
-    let log = wb.build(&["build", "-t", &app, "--push", ctx.path().to_str().unwrap()]);
+    // --provenance=false: a plain image manifest, not an index with an attestation (the
+    // default of --push, as buildx; tests/multiplatform.rs covers that).
+    let log = wb.build(&[
+        "build",
+        "-t",
+        &app,
+        "--push",
+        "--provenance=false",
+        ctx.path().to_str().unwrap(),
+    ]);
     let built = log
         .lines()
         .find_map(|l| l.strip_prefix("built "))

@@ -66,7 +66,7 @@ mod sys;
 mod test_skip;
 mod userns;
 
-pub use builder::{BuildOptions, BuildResult, Output, SecretSource};
+pub use builder::{BuildOptions, BuildResult, Output, PlatformResult, SecretSource};
 pub use exec::{ResourceLimits, sandbox_entry};
 pub use frontend::{
     CallContext, Diagnostic, FrontendInfo, Input, Limits, LoadKind, Runtime, Translation, embedded,
@@ -75,7 +75,9 @@ pub use graph::{Plan, reachable as reachable_stages, stage_deps, validate as val
 pub use progress::{Mode as ProgressMode, Progress};
 pub use registry::Registry;
 pub use registry::cache::{CacheSource, CacheTarget};
-pub use session::{BuildFile, Planned, Prepared, Rejected, Request, ResultFiles, Session};
+pub use session::{
+    BuildFile, Planned, Prepared, Rejected, Request, ResultFiles, Session, build_platforms,
+};
 pub use snapshot::Compression;
 pub use solve::{StepInputs, op_cache_key, run_stages, stage_base_key};
 pub use store::{Digest, Store};

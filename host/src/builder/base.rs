@@ -13,10 +13,13 @@ use crate::ir::{Base, ImageRef, Source, Span, Stage};
 use crate::solve::{self, LayerRef, StepInputs};
 
 impl Builder<'_> {
+    /// The state a stage starts from. `at` is where the stage's FROM is, as errors name it
+    /// (`Dockerfile:3`, or a fragment's `ci/base.Dockerfile:2 (included from Dockerfile:3)`).
     pub(super) fn base_state(
         &self,
         stage: &Stage,
         deps: &HashMap<u32, StageState>,
+        at: &str,
     ) -> anyhow::Result<StageState> {
         let platform = stage.platform.clone().unwrap_or(self.opts.platform.clone());
         // Docker records the build time; SOURCE_DATE_EPOCH makes it reproducible.
@@ -53,9 +56,9 @@ impl Builder<'_> {
                     .image(&r.reference, &platform)?
                     .with_context(|| {
                         format!(
-                            "{}:{}: image {} is not in the store; pull it with `wbuild pull {}` or \
+                            "{at}: image {} is not in the store; pull it with `wbuild pull {}` or \
                          import it with `wbuild import`",
-                            self.opts.file_name, stage.span.line, r.reference, r.reference
+                            r.reference, r.reference
                         )
                     })?;
                 let pinned = img.pinned();
@@ -120,7 +123,8 @@ impl Builder<'_> {
             },
             text: String::new(),
         };
-        self.base_state(&fake, deps)
+        let at = format!("{}:0", self.opts.file_name);
+        self.base_state(&fake, deps, &at)
     }
 
     /// The files a COPY or a mount reads from a stage or an image, as a context over their

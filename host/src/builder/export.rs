@@ -17,8 +17,12 @@ use crate::registry::ImageName;
 use crate::snapshot::{self, DiffOptions};
 
 impl Builder<'_> {
-    /// Store the config and manifest of the target stage and name it.
-    pub(super) fn commit_image(&self, target: &StageState) -> anyhow::Result<BuildResult> {
+    /// Store the config and manifest of the target stage and name it `names`.
+    pub(super) fn commit_image(
+        &self,
+        target: &StageState,
+        names: &[String],
+    ) -> anyhow::Result<BuildResult> {
         let mut config = target.config.clone();
         for (k, v) in &self.opts.labels {
             config.label(k, v);
@@ -38,7 +42,7 @@ impl Builder<'_> {
         let (md, manifest_size) = self
             .store
             .put_blob_from_reader(&mut manifest_bytes.as_slice(), None)?;
-        for tag in &self.opts.tags {
+        for tag in names {
             let name = crate::image::normalize(tag).map_err(anyhow::Error::msg)?;
             self.store.set_ref(&name, &md)?;
         }
@@ -47,6 +51,8 @@ impl Builder<'_> {
             manifest_digest: md,
             config_digest,
             manifest_size,
+            media_type: manifest::MEDIA_MANIFEST,
+            platforms: vec![],
             ran,
             cached,
         })

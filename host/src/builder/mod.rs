@@ -21,6 +21,7 @@ mod link;
 mod mounts;
 mod no_cache_filter;
 mod options;
+mod platforms;
 mod remote;
 mod rootfs;
 mod run;
@@ -34,7 +35,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 
-pub use options::{BuildOptions, BuildResult, Output, SecretSource};
+pub use options::{BuildOptions, BuildResult, Output, PlatformResult, SecretSource};
+pub(crate) use platforms::{PlatformBuild, ProvenanceRequest, build_platforms};
 
 use config::apply_config;
 
@@ -67,7 +69,8 @@ pub(crate) struct StageState {
 pub struct Builder<'a> {
     store: &'a Store,
     context: Context,
-    memo: Mutex<HashMemo>,
+    /// Content digests of context files, shared by the platforms of one build.
+    memo: Arc<Mutex<HashMemo>>,
     opts: BuildOptions,
     counts: Mutex<(usize, usize)>,
     progress: Arc<Progress>,
@@ -82,6 +85,10 @@ pub struct Builder<'a> {
     registry: Option<Arc<Registry>>,
     /// The network namespace the default-network RUN steps share, made by the first of them.
     network: crate::exec::netns::SharedNetwork,
+    /// Before every stage label in progress (`linux/arm64 `) when several platforms build.
+    label_prefix: String,
+    /// Stage slots shared with the other platforms' builders of the same build (`--jobs`).
+    slots: Option<Arc<platforms::Slots>>,
 }
 
 impl<'a> Builder<'a> {
@@ -97,7 +104,7 @@ impl<'a> Builder<'a> {
         Ok(Builder {
             store,
             context,
-            memo: Mutex::new(memo),
+            memo: Arc::new(Mutex::new(memo)),
             opts,
             counts: Mutex::new((0, 0)),
             progress,
@@ -107,6 +114,8 @@ impl<'a> Builder<'a> {
             images: Arc::new(Images::offline(store.clone())),
             registry: None,
             network: Default::default(),
+            label_prefix: String::new(),
+            slots: None,
         })
     }
 
@@ -120,29 +129,63 @@ impl<'a> Builder<'a> {
     /// Build the graph's target and name/export the result.
     pub fn build(&self, graph: &Graph) -> anyhow::Result<BuildResult> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
-        no_cache_filter::check(&self.opts.no_cache_stages, graph)?;
+        self.import_caches()?;
+        let (results, target) = self.run_graph(graph)?;
+        let result = self.commit_image(&target, &self.opts.tags)?;
+        for out in &self.opts.outputs {
+            self.export(out, &target, &result)?;
+        }
+        let steps = self.cache_steps(&results, &target);
+        self.export_caches(steps)?;
+        Ok(result)
+    }
+
+    /// `--cache-from`: every source's records into the store.
+    fn import_caches(&self) -> anyhow::Result<()> {
         for from in &self.opts.cache_from {
             let n = cache::import(self.store, self.registry.as_deref(), from, &record_layer)?;
             self.progress
                 .message(&format!("imported {n} cache records from {from}"));
         }
+        Ok(())
+    }
+
+    /// Runs every stage the target needs (after checking each RUN's platform can run here);
+    /// returns every stage's state and the target's.
+    fn run_graph(&self, graph: &Graph) -> anyhow::Result<(HashMap<u32, StageState>, StageState)> {
+        no_cache_filter::check(&self.opts.no_cache_stages, graph)?;
+        crate::exec::binfmt::require(graph, &self.opts.platform, &self.opts.file_name)?;
         let results = solve::run_stages(graph, self.opts.jobs, |index, deps| {
+            let _slot = self.slots.as_ref().map(|s| s.take());
             self.build_stage(graph, index, deps)
         })
         .map_err(|f| f.error)?;
         if let Ok(mut memo) = self.memo.lock() {
             let _ = memo.save();
         }
-        let target = &results[&graph.target];
-        let result = self.commit_image(target)?;
-        for out in &self.opts.outputs {
-            self.export(out, target, &result)?;
-        }
-        for to in &self.opts.cache_to {
-            let mut entries: Vec<(Digest, Vec<u8>)> = match to.mode {
+        let target = results[&graph.target].clone();
+        Ok((results, target))
+    }
+
+    /// The cache index entries each `--cache-to` carries (one list per target, in order).
+    fn cache_steps(
+        &self,
+        results: &HashMap<u32, StageState>,
+        target: &StageState,
+    ) -> Vec<Vec<(Digest, Vec<u8>)>> {
+        self.opts
+            .cache_to
+            .iter()
+            .map(|to| match to.mode {
                 CacheMode::Min => target.steps.clone(),
                 CacheMode::Max => results.values().flat_map(|s| s.steps.clone()).collect(),
-            };
+            })
+            .collect()
+    }
+
+    /// `--cache-to`: `steps[i]` (sorted, deduplicated) to the i-th target.
+    fn export_caches(&self, steps: Vec<Vec<(Digest, Vec<u8>)>>) -> anyhow::Result<()> {
+        for (to, mut entries) in self.opts.cache_to.iter().zip(steps) {
             entries.sort();
             entries.dedup();
             let n = entries.len();
@@ -156,7 +199,7 @@ impl<'a> Builder<'a> {
             self.progress
                 .message(&format!("exported {n} cache records to {to}"));
         }
-        Ok(result)
+        Ok(())
     }
 
     pub(super) fn build_stage(
@@ -166,11 +209,12 @@ impl<'a> Builder<'a> {
         deps: &HashMap<u32, StageState>,
     ) -> anyhow::Result<StageState> {
         let stage = &graph.stages[index as usize];
-        let label = stage_label(stage, index);
+        let label = format!("{}{}", self.label_prefix, stage_label(stage, index));
         let total = stage.ops.len();
         self.progress
             .stage_started(&format!("[{label} 0/{total}] {}", stage.text));
-        let mut state = self.base_state(stage, deps)?;
+        let from = crate::graph::origin::describe(graph, &self.opts.file_name, &stage.span);
+        let mut state = self.base_state(stage, deps, &from)?;
         state.no_cache = no_cache_filter::matches(&self.opts.no_cache_stages, stage, index);
         for (i, node) in stage.ops.iter().enumerate() {
             // Ops of an included fragment name it in progress, history and errors.
@@ -287,6 +331,7 @@ impl<'a> Builder<'a> {
             }
             None => {
                 let id = self.progress.step_started(step);
+                let whole = crate::progress::profile::span("step (all)");
                 let layer = match work(self, state, id) {
                     Ok(layer) => layer,
                     Err(e) => {
@@ -297,7 +342,11 @@ impl<'a> Builder<'a> {
                 let rec = CacheRecord {
                     layer: layer.clone(),
                 };
-                let bytes = cache.record(&record, &rec)?;
+                let bytes = {
+                    let _r = crate::progress::profile::span("cache record");
+                    cache.record(&record, &rec)?
+                };
+                drop(whole);
                 state.steps.push((record, bytes));
                 self.progress.step_done(id);
                 self.counts.lock().unwrap().0 += 1;

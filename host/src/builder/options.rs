@@ -62,6 +62,9 @@ pub struct BuildOptions {
     pub labels: Vec<(String, String)>,
     /// `--annotation`: annotations of the result's manifest.
     pub annotations: std::collections::BTreeMap<String, String>,
+    /// `--annotation index:…`: annotations of the result's image index (several platforms, or
+    /// provenance).
+    pub index_annotations: std::collections::BTreeMap<String, String>,
     /// `--no-cache-filter`: stages (by name, case-insensitive, or index) whose steps all run.
     pub no_cache_stages: Vec<String>,
     /// `--shm-size`: size of every RUN's /dev/shm.
@@ -89,6 +92,7 @@ impl BuildOptions {
             extra_hosts: vec![],
             labels: vec![],
             annotations: Default::default(),
+            index_annotations: Default::default(),
             no_cache_stages: vec![],
             shm_size: None,
         }
@@ -106,14 +110,37 @@ pub enum SecretSource {
 
 /// The outcome of a build.
 pub struct BuildResult {
-    /// Digest of the image manifest.
+    /// Digest of the image manifest (of the image index, for a multi-platform build or one
+    /// with provenance).
     pub manifest_digest: Digest,
-    /// Digest of the image config (the image ID).
+    /// Digest of the image config (the image ID); for an index of several platforms, the
+    /// index digest.
     pub config_digest: String,
-    /// Size of the manifest blob.
+    /// Size of the manifest (or index) blob.
     pub manifest_size: u64,
+    /// The media type of that blob: an image manifest or an image index.
+    pub media_type: &'static str,
+    /// For an index: each platform's image.
+    pub platforms: Vec<PlatformResult>,
     /// Steps that ran.
     pub ran: usize,
     /// Steps taken from the cache.
+    pub cached: usize,
+}
+
+/// One platform's image of a multi-platform result.
+#[derive(Debug, Clone)]
+pub struct PlatformResult {
+    /// `os/arch[/variant]`.
+    pub platform: String,
+    /// Its image manifest.
+    pub manifest_digest: Digest,
+    /// Its config (the image ID).
+    pub config_digest: String,
+    /// Its attestation manifest, with provenance.
+    pub attestation: Option<Digest>,
+    /// Steps of this platform's build that ran.
+    pub ran: usize,
+    /// Steps of it taken from the cache (among them those another platform ran in this build).
     pub cached: usize,
 }

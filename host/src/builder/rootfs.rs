@@ -144,6 +144,7 @@ impl Builder<'_> {
         below: Option<&Path>,
     ) -> anyhow::Result<Option<LayerRef>> {
         let compression = self.opts.compression;
+        let diff = crate::progress::profile::span("layer: diff+gzip");
         let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
         let stats = snapshot::diff_upper_over(
             upper,
@@ -157,7 +158,10 @@ impl Builder<'_> {
             return Ok(None);
         }
         let (digests, blob) = w.finish()?;
-        let (digest, size) = blob.finish(None)?;
+        drop(diff);
+        let _blob = crate::progress::profile::span("layer: blob fsync");
+        // Made durable by the syncfs before the step's cache record (put_cache_synced).
+        let (digest, size) = blob.finish_unsynced(None)?;
         Ok(Some(LayerRef {
             digest: digest.to_string(),
             diff_id: digests.diff_id,

@@ -70,10 +70,12 @@ impl Builder<'_> {
         deps: &HashMap<u32, StageState>,
         id: StepId,
     ) -> anyhow::Result<Option<LayerRef>> {
+        let lowers_span = crate::progress::profile::span("run: lowers");
         let lowers = match self.stack_lowers(state)? {
             Some(lowers) => lowers,
             None => vec![self.rootfs(state)?],
         };
+        drop(lowers_span);
         let cfg = state.config.image().config.clone();
         let mut env: Vec<(String, String)> = state
             .config

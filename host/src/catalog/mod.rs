@@ -12,29 +12,101 @@ use oci_spec::image::ImageManifest;
 use crate::image::{self, ImageConfig, normalize};
 use crate::store::{Digest, Store};
 
-/// An image the store has under a name.
+/// An image the store has under a name: an image manifest, or an image index (a
+/// multi-platform result) whose platforms' images, and attestation manifests, are listed.
 #[derive(Debug, Clone)]
 pub struct LocalImage {
     pub name: String,
+    /// What the name points at: the manifest, or the index.
+    pub digest: Digest,
+    /// The image manifest (of an index: this machine's platform if it has it, else the first).
     pub manifest_digest: Digest,
     pub manifest: ImageManifest,
     pub config: ImageConfig,
+    /// Of an index: every platform's image (`os/arch[/variant]`, manifest digest, manifest,
+    /// config), in the index's order.
+    pub platforms: Vec<(String, Digest, ImageManifest, ImageConfig)>,
+    /// Of an index: its attestation manifests.
+    pub attestations: Vec<(Digest, ImageManifest)>,
 }
 
 impl LocalImage {
-    /// Bytes of the config and all layers (as stored, i.e. compressed).
+    /// Bytes of the configs and layers of every platform and attestation (as stored, i.e.
+    /// compressed), each blob counted once.
     pub fn size(&self) -> u64 {
-        self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        let manifests: Vec<&ImageManifest> = if self.platforms.is_empty() {
+            vec![&self.manifest]
+        } else {
+            self.platforms
+                .iter()
+                .map(|p| &p.2)
+                .chain(self.attestations.iter().map(|a| &a.1))
+                .collect()
+        };
+        for m in manifests {
+            for d in std::iter::once(m.config()).chain(m.layers()) {
+                if seen.insert(d.digest().to_string()) {
+                    total += d.size();
+                }
+            }
+        }
+        total
     }
 
-    /// Every blob the image needs: manifest, config, layers.
+    /// Every blob the image needs: index, manifests, configs, layers.
     pub fn blobs(&self) -> anyhow::Result<Vec<Digest>> {
-        let mut out = vec![self.manifest_digest];
-        out.push(self.manifest.config().digest().to_string().parse()?);
-        for l in self.manifest.layers() {
-            out.push(l.digest().to_string().parse()?);
+        let mut out = vec![self.digest];
+        let mut manifests = vec![(self.manifest_digest, &self.manifest)];
+        manifests.extend(self.platforms.iter().map(|p| (p.1, &p.2)));
+        manifests.extend(self.attestations.iter().map(|a| (a.0, &a.1)));
+        for (d, m) in manifests {
+            out.push(d);
+            out.push(m.config().digest().to_string().parse()?);
+            for l in m.layers() {
+                out.push(l.digest().to_string().parse()?);
+            }
         }
+        out.sort();
+        out.dedup();
         Ok(out)
+    }
+
+    /// The platforms of the image: `os/arch[/variant]` of each (one for a manifest).
+    pub fn platform_names(&self) -> Vec<String> {
+        if self.platforms.is_empty() {
+            let c = &self.config;
+            let mut p = format!("{}/{}", c.os, c.architecture);
+            if let Some(v) = &c.variant {
+                p = format!("{p}/{v}");
+            }
+            vec![p]
+        } else {
+            self.platforms.iter().map(|p| p.0.clone()).collect()
+        }
+    }
+
+    /// The image for `platform`: of an index the entry for it, of a manifest the manifest if
+    /// its config is for it.
+    pub fn for_platform(
+        &self,
+        platform: &crate::ir::Platform,
+    ) -> Option<(Digest, ImageManifest, ImageConfig)> {
+        use crate::registry::matches_platform;
+        if self.platforms.is_empty() {
+            return matches_platform(&self.config, platform).then(|| {
+                (
+                    self.manifest_digest,
+                    self.manifest.clone(),
+                    self.config.clone(),
+                )
+            });
+        }
+        self.platforms
+            .iter()
+            .find(|p| matches_platform(&p.3, platform))
+            .map(|p| (p.1, p.2.clone(), p.3.clone()))
     }
 }
 
@@ -56,17 +128,64 @@ pub fn lookup(store: &Store, reference: &str) -> anyhow::Result<Option<LocalImag
     load(store, name, manifest_digest).map(Some)
 }
 
-fn load(store: &Store, name: String, manifest_digest: Digest) -> anyhow::Result<LocalImage> {
-    let manifest: ImageManifest = serde_json::from_slice(&read_blob(store, &manifest_digest)?)
+fn load_manifest(
+    store: &Store,
+    name: &str,
+    manifest_digest: &Digest,
+) -> anyhow::Result<(ImageManifest, ImageConfig)> {
+    let manifest: ImageManifest = serde_json::from_slice(&read_blob(store, manifest_digest)?)
         .with_context(|| format!("{name}: manifest {manifest_digest} is not an image manifest"))?;
     let config_digest: Digest = manifest.config().digest().to_string().parse()?;
     let config = ImageConfig::from_json(&read_blob(store, &config_digest)?)
         .with_context(|| format!("{name}: config {config_digest} is not an image config"))?;
+    Ok((manifest, config))
+}
+
+fn load(store: &Store, name: String, digest: Digest) -> anyhow::Result<LocalImage> {
+    let bytes = read_blob(store, &digest)?;
+    if !image::index::is_index(&bytes) {
+        let (manifest, config) = load_manifest(store, &name, &digest)?;
+        return Ok(LocalImage {
+            name,
+            digest,
+            manifest_digest: digest,
+            manifest,
+            config,
+            platforms: vec![],
+            attestations: vec![],
+        });
+    }
+    let mut platforms = Vec::new();
+    let mut attestations = Vec::new();
+    for e in image::index::entries(&bytes, &format!("{name}: index {digest}"))? {
+        let d: Digest = e.digest.parse()?;
+        match e.platform {
+            Some(p) => {
+                let (m, c) = load_manifest(store, &name, &d)?;
+                platforms.push((crate::ir::platform_text(&p), d, m, c));
+            }
+            None => {
+                let m: ImageManifest = serde_json::from_slice(&read_blob(store, &d)?)
+                    .with_context(|| format!("{name}: index entry {d} is not a manifest"))?;
+                attestations.push((d, m));
+            }
+        }
+    }
+    let host = crate::ir::host_platform();
+    let main = platforms
+        .iter()
+        .find(|p| crate::registry::matches_platform(&p.3, &host))
+        .or(platforms.first())
+        .with_context(|| format!("{name}: index {digest} has no image for any platform"))?
+        .clone();
     Ok(LocalImage {
         name,
-        manifest_digest,
-        manifest,
-        config,
+        digest,
+        manifest_digest: main.1,
+        manifest: main.2,
+        config: main.3,
+        platforms,
+        attestations,
     })
 }
 

@@ -187,7 +187,7 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
                 continue;
             }
         };
-        if let Err(reason) = check_image(store, &manifest, &blob_state) {
+        if let Err(reason) = check_target(store, &manifest, &blob_state) {
             report.problems.push(Problem::BrokenImage { name, reason });
         }
     }
@@ -244,6 +244,43 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
 
     report.leftovers = find_leftovers(store)?;
     Ok(report)
+}
+
+/// A name's target: an image manifest, or an index each of whose entries (images and
+/// attestation manifests alike) is checked as one.
+fn check_target(
+    store: &Store,
+    digest: &Digest,
+    blob_state: &dyn Fn(&Digest) -> Option<String>,
+) -> Result<(), String> {
+    if let Some(s) = blob_state(digest) {
+        return Err(format!("manifest {s}"));
+    }
+    let bytes = read_blob(store, digest)?;
+    if !crate::image::index::is_index(&bytes) {
+        return check_image(store, digest, blob_state);
+    }
+    let entries = crate::image::index::entries(&bytes, &format!("index {digest}"))
+        .map_err(|e| e.to_string())?;
+    for e in &entries {
+        if let Some(a) = &e.attests
+            && !entries
+                .iter()
+                .any(|i| &i.digest == a && i.platform.is_some())
+        {
+            return Err(format!(
+                "index {digest}: attestation manifest {} describes {a}, which the index does not \
+                 list",
+                e.digest
+            ));
+        }
+        let d: Digest = e
+            .digest
+            .parse()
+            .map_err(|err| format!("index {digest}: entry digest: {err}"))?;
+        check_image(store, &d, blob_state).map_err(|r| format!("index {digest}: {r}"))?;
+    }
+    Ok(())
 }
 
 fn check_image(

@@ -150,9 +150,16 @@ pub struct BuildOpts {
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
 
-    /// Target platform, e.g. linux/amd64 [default: this machine's]
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    /// Target platform, e.g. linux/amd64, or a comma-separated list of them
+    /// (linux/amd64,linux/arm64) for a multi-platform image index [default: this machine's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT][,...]")]
     pub platform: Option<String>,
+
+    /// Attach a SLSA provenance attestation to the result (making it an image index):
+    /// mode=min, mode=max (also the build args) or false [default: mode=min with --push or
+    /// -o type=registry, else false]
+    #[arg(long, value_name = "mode=min|max|false")]
+    pub provenance: Option<String>,
 
     /// Name the result (repeatable)
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]

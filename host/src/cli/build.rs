@@ -10,12 +10,20 @@ use super::parse::{parse_build_args, parse_secret, parse_ssh, read_build_file};
 use super::{Reported, diagnostics};
 use super::{daily, outputs};
 use crate::builder::{BuildOptions, Output};
-use crate::ir::{host_platform, parse_platform};
+use crate::ir::{Platform, host_platform, parse_platforms};
 use crate::progress::Progress;
 use crate::registry::cache::{CacheSource, CacheTarget};
 use crate::session::{Rejected, Request, ResultFiles, Session};
 
-/// The frontend's inputs the options name.
+/// `--platform`'s list, checked; this machine's platform without it.
+fn platforms(opts: &BuildOpts) -> anyhow::Result<Vec<Platform>> {
+    match &opts.platform {
+        Some(p) => parse_platforms(p),
+        None => Ok(vec![host_platform()]),
+    }
+}
+
+/// The frontend's inputs the options name (for the first platform of `--platform`).
 fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
     Ok(Request {
         frontend: opts.frontend.clone(),
@@ -23,10 +31,7 @@ fn request(opts: &BuildOpts) -> anyhow::Result<Request> {
         context: opts.context.clone(),
         build_args: parse_build_args(&opts.build_args)?,
         target: opts.target.clone(),
-        platform: match &opts.platform {
-            Some(p) => parse_platform(p)?,
-            None => host_platform(),
-        },
+        platform: platforms(opts)?.remove(0),
         pull: opts.pull,
         network: crate::graph::entitlements::parse_network(&opts.network)?,
         allow: crate::session::Entitlements::parse(&opts.allow)?,
@@ -49,6 +54,13 @@ fn rendered(e: anyhow::Error) -> anyhow::Error {
 }
 
 pub(super) fn plan(session: &Session, opts: &PlanOpts) -> anyhow::Result<()> {
+    if platforms(&opts.build)?.len() > 1 {
+        bail!(
+            "plan shows the graph of one platform; give one of the --platform list, e.g. \
+             --platform {}",
+            crate::ir::platform_text(&platforms(&opts.build)?[0])
+        );
+    }
     let req = request(&opts.build)?;
     let (planned, images) = session.plan(&req).map_err(rendered)?;
     print_warnings(&planned);
@@ -97,6 +109,20 @@ fn print_warnings(planned: &crate::session::Planned) {
     }
 }
 
+/// `--provenance`, or its default: mode=min when the result goes to a registry, as buildx.
+fn provenance_mode(
+    opts: &BuildOpts,
+    outputs: &[Output],
+) -> anyhow::Result<Option<crate::image::provenance::Mode>> {
+    match &opts.provenance {
+        Some(v) => crate::image::provenance::parse(v),
+        None => Ok(outputs
+            .iter()
+            .any(|o| matches!(o, Output::Registry(_)))
+            .then_some(crate::image::provenance::Mode::Min)),
+    }
+}
+
 /// The build's options, every value checked before the store is touched.
 fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
     let mut outputs = opts
@@ -115,6 +141,9 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
     if opts.load {
         outputs::check_load_platform(opts.platform.as_deref())?;
         outputs.push(Output::Load);
+    }
+    if platforms(opts)?.len() > 1 {
+        outputs::check_multi_platform(&outputs)?;
     }
     outputs::check_one_stdout(&outputs)?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
@@ -142,10 +171,7 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
         tags: opts.tags.clone(),
         outputs,
         source_date_epoch,
-        platform: match &opts.platform {
-            Some(p) => parse_platform(p)?,
-            None => host_platform(),
-        },
+        platform: platforms(opts)?.remove(0),
         file_name: String::new(),
         compression: opts.compression.with_level(opts.compression_level)?,
         ssh: opts
@@ -170,6 +196,7 @@ fn build_options(opts: &BuildOpts) -> anyhow::Result<BuildOptions> {
             .collect::<anyhow::Result<Vec<_>>>()?,
         labels: opts.daily.labels()?,
         annotations: opts.daily.annotations()?,
+        index_annotations: opts.daily.index_annotations()?,
         no_cache_stages: opts.daily.no_cache_filter.clone(),
         shm_size: opts.daily.shm_size()?,
     })
@@ -197,7 +224,35 @@ pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
         None => Progress::stderr(opts.progress),
     };
     // The live view ends before anything else is printed, the error of a failed build included.
-    let result = match prepared.build(build_opts, &files, Arc::clone(&progress)) {
+    let platforms = platforms(opts)?;
+    let provenance = provenance_mode(opts, &build_opts.outputs)?;
+    if !build_opts.index_annotations.is_empty() && platforms.len() == 1 && provenance.is_none() {
+        bail!(
+            "--annotation index:…: this build writes one image manifest, no index; build several \
+             platforms or with --provenance, or annotate the manifest (manifest:KEY=VALUE)"
+        );
+    }
+    let build = |build_opts: BuildOptions| -> anyhow::Result<crate::builder::BuildResult> {
+        if platforms.len() == 1 && provenance.is_none() {
+            return prepared.build(build_opts, &files, Arc::clone(&progress));
+        }
+        // One translation per platform (the first is done), built together into one index.
+        let mut all = vec![prepared];
+        for p in &platforms[1..] {
+            let mut r = req.clone();
+            r.platform = p.clone();
+            all.push(session.prepare(&r).map_err(rendered)?);
+        }
+        crate::session::build_platforms(
+            all,
+            &req,
+            build_opts,
+            provenance,
+            &files,
+            Arc::clone(&progress),
+        )
+    };
+    let result = match build(build_opts) {
         Ok(r) => r,
         Err(e) => {
             progress.finish();
@@ -210,6 +265,12 @@ pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
     if quiet.is_some() {
         println!("{}", result.config_digest);
     }
+    for p in &result.platforms {
+        progress.message(&format!(
+            "{}: {} ({} steps ran, {} cached)",
+            p.platform, p.manifest_digest, p.ran, p.cached
+        ));
+    }
     progress.message(&format!(
         "built {} ({} steps ran, {} cached)",
         result.manifest_digest, result.ran, result.cached
@@ -218,5 +279,8 @@ pub(super) fn build(session: &Session, opts: &BuildOpts) -> anyhow::Result<()> {
         progress.message(&format!("named {t}"));
     }
     progress.finish();
+    if let Some(table) = crate::progress::profile::report() {
+        eprint!("{table}");
+    }
     Ok(())
 }

@@ -30,8 +30,9 @@ pub struct DailyOpts {
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
     pub ulimits: Vec<String>,
 
-    /// An annotation on the image manifest (repeatable)
-    #[arg(long = "annotation", value_name = "[manifest:]KEY=VALUE")]
+    /// An annotation on the image manifest, or with `index:` on the image index of a
+    /// multi-platform build (repeatable)
+    #[arg(long = "annotation", value_name = "[manifest:|index:]KEY=VALUE")]
     pub annotations: Vec<String>,
 
     /// What to do with the build file: build (default) or check (run the build checks, print
@@ -68,22 +69,36 @@ impl DailyOpts {
             .collect()
     }
 
-    /// `--annotation [manifest:]KEY=VALUE`: annotations of the image manifest. buildx's other
-    /// targets (`index:`, `manifest-descriptor:`, `index-descriptor:`, platform selectors) are
-    /// refused: wbuild writes a single manifest, without an index of its own.
+    /// `--annotation [manifest:]KEY=VALUE`: annotations of the image manifest (`index:` ones
+    /// are [`DailyOpts::index_annotations`]). buildx's other targets (`manifest-descriptor:`,
+    /// `index-descriptor:`, platform selectors) are refused.
     pub fn annotations(&self) -> anyhow::Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for a in &self.annotations {
             let (k, v) = key_value("--annotation", a)?;
             let k = match k.split_once(':') {
                 Some(("manifest", k)) => k,
+                Some(("index", _)) => continue,
                 Some((t, _)) if !t.contains('.') && !t.contains('/') => bail!(
-                    "--annotation {a:?}: only manifest annotations are written (no prefix or \
-                     manifest:KEY=VALUE); wbuild makes one manifest without an index of its own"
+                    "--annotation {a:?}: wbuild writes manifest annotations (no prefix or \
+                     manifest:KEY=VALUE) and index annotations (index:KEY=VALUE), not {t:?} ones"
                 ),
                 _ => k,
             };
             out.insert(k.to_string(), v.to_string());
+        }
+        Ok(out)
+    }
+
+    /// `--annotation index:KEY=VALUE`: annotations of the image index (of a multi-platform
+    /// build, or one with provenance).
+    pub fn index_annotations(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for a in &self.annotations {
+            let (k, v) = key_value("--annotation", a)?;
+            if let Some(("index", k)) = k.split_once(':') {
+                out.insert(k.to_string(), v.to_string());
+            }
         }
         Ok(out)
     }
@@ -188,7 +203,13 @@ mod tests {
         assert_eq!(a["b"], "2");
         assert_eq!(a["org.x:y"], "3");
         let o = DailyOpts {
-            annotations: vec!["index:a=1".into()],
+            annotations: vec!["index:a=1".into(), "b=2".into()],
+            ..Default::default()
+        };
+        assert_eq!(o.index_annotations().unwrap()["a"], "1");
+        assert!(!o.annotations().unwrap().contains_key("a"));
+        let o = DailyOpts {
+            annotations: vec!["manifest-descriptor:a=1".into()],
             ..Default::default()
         };
         assert!(o.annotations().is_err());

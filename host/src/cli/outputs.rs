@@ -112,6 +112,17 @@ pub fn check_load_platform(platform: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The output a multi-platform result cannot have (as buildx): a Docker image.
+pub fn check_multi_platform(outputs: &[Output]) -> anyhow::Result<()> {
+    if outputs.iter().any(|o| matches!(o, Output::Docker(_))) {
+        bail!(
+            "-o type=docker with several platforms: a Docker archive holds one platform's \
+             image; choose one with --platform, or write all with -o type=oci"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,12 +39,13 @@ pub fn push(root: &Path, reg: &Arc<Registry>, name: &str) -> anyhow::Result<()> 
     let local = catalog::lookup(&store, name)?.with_context(|| {
         format!("no image named {name} in the store; build it with -t {name} or `wbuild images` lists them")
     })?;
-    let stats = reg.push(&store, &local.manifest_digest, &image)?;
+    // The name's own target: an image index goes with every platform's image.
+    let stats = reg.push(&store, &local.digest, &image)?;
     eprintln!(
         "pushed {image}@{} ({} blobs uploaded, {} mounted, {} already there)",
-        local.manifest_digest, stats.uploaded, stats.mounted, stats.existing
+        local.digest, stats.uploaded, stats.mounted, stats.existing
     );
-    println!("{}", image.pinned(&local.manifest_digest.to_string()));
+    println!("{}", image.pinned(&local.digest.to_string()));
     Ok(())
 }
 

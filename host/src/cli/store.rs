@@ -18,14 +18,18 @@ pub(super) fn import(root: &Path, file: &Path, tags: &[String]) -> anyhow::Resul
 
 pub(super) fn images(root: &Path) -> anyhow::Result<()> {
     let store = Store::open(root)?;
-    println!("{:<40} {:<19} {:>10}  CREATED", "NAME", "DIGEST", "SIZE");
+    println!(
+        "{:<40} {:<19} {:>10}  {:<25} PLATFORMS",
+        "NAME", "DIGEST", "SIZE", "CREATED"
+    );
     for img in catalog::list(&store)? {
         println!(
-            "{:<40} {:<19} {:>10}  {}",
+            "{:<40} {:<19} {:>10}  {:<25} {}",
             familiar(&img.name),
-            &img.manifest_digest.to_string()[..19],
+            &img.digest.to_string()[..19],
             human_bytes(img.size()),
-            img.config.created.as_deref().unwrap_or("-")
+            img.config.created.as_deref().unwrap_or("-"),
+            img.platform_names().join(",")
         );
     }
     Ok(())

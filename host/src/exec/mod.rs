@@ -8,6 +8,7 @@
 //! network namespace and its user-mode networking helper, [`privileged`] what
 //! `RUN --security=insecure` adds to the spec, [`rootless`] what differs without the host's root.
 
+pub mod binfmt;
 mod cwd;
 mod detect;
 mod limits;

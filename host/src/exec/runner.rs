@@ -61,11 +61,16 @@ impl Guard {
                 .status();
         }
         if self.mounted {
+            let _s = crate::progress::profile::span("run: umount");
             unmount(&self.rootfs)?;
             self.mounted = false;
         }
         // Never remove_dir_all across a mount: that would delete layer contents.
-        let left = mounts_under(&self.bundle)?;
+        let left = {
+            let _s = crate::progress::profile::span("run: mountinfo");
+            mounts_under(&self.bundle)?
+        };
+        let _s = crate::progress::profile::span("run: rm bundle");
         if !left.is_empty() {
             bail!(
                 "mounts left under {}: {left:?}; not removing the bundle",
@@ -264,6 +269,7 @@ fn runc_command(
 /// (runc missing, mount failure, runc refusing the spec, unknown user, ...). Everything created on
 /// the host (bundle, overlay mount, runc state) is removed before returning, on every path.
 pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> {
+    let setup = crate::progress::profile::span("run: setup");
     // runc runs what the light runtime cannot (cgroup limits, privileged, not root).
     let light = super::sandbox::eligible(spec);
     let runc = if light {
@@ -408,6 +414,12 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
 
     let (mut reader, writer) = std::io::pipe().context("creating output pipe")?;
     let log = bundle.join("runc.log");
+    drop(setup);
+    let command = crate::progress::profile::span(if light {
+        "run: command"
+    } else {
+        "run: runc run"
+    });
     let start = Instant::now();
     let mut cmd = if light {
         super::sandbox::command(&bundle, &writer)?
@@ -437,6 +449,8 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
     let status = child.wait().context("waiting for the container")?;
     read_result.context("reading container output")?;
     let duration = start.elapsed();
+    drop(command);
+    let _teardown = crate::progress::profile::span("run: teardown");
 
     if light {
         super::sandbox::setup_error(&bundle)?;
@@ -458,7 +472,10 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> 
     };
     // `runc run` removed the container when it exited by itself: no `runc delete` to run.
     guard.started = false;
-    remove_stubs(&rootfs, &mut stubs, &cwd_rel);
+    {
+        let _s = crate::progress::profile::span("run: stubs");
+        remove_stubs(&rootfs, &mut stubs, &cwd_rel);
+    }
     guard.cleanup()?;
     prune_upper_parents(&upper, &prune);
     Ok(RunOutcome {

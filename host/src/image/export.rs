@@ -7,7 +7,7 @@
 //! verified against their digests while copied; output goes to a temp file (or directory) that
 //! is renamed into place only when complete.
 
-use super::manifest::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MEDIA_MANIFEST};
+use super::manifest::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, MEDIA_INDEX, MEDIA_MANIFEST};
 use super::{
     BlobSource, HashingReader, digest_hex, invalid, manifest, sha256_digest, write_atomic,
 };
@@ -43,8 +43,6 @@ fn plan(
     docker: bool,
 ) -> io::Result<BTreeMap<String, Item>> {
     let mbytes = read_small_blob(src, manifest_digest)?;
-    let m: ImageManifest = serde_json::from_slice(&mbytes)
-        .map_err(|e| invalid(format!("manifest {manifest_digest}: {e}")))?;
     let mut out = BTreeMap::new();
     out.insert("blobs/".to_string(), Item::Dir);
     out.insert("blobs/sha256/".to_string(), Item::Dir);
@@ -60,13 +58,49 @@ fn plan(
         Ok(path)
     };
     add_blob(manifest_digest, mbytes.len() as u64)?;
-    let config_path = add_blob(m.config().digest().as_ref(), m.config().size())?;
-    let mut layer_paths = Vec::new();
-    for l in m.layers() {
-        layer_paths.push(add_blob(l.digest().as_ref(), l.size())?);
+    // An index (a multi-platform result): every entry's manifest with its config and layers
+    // (attestation manifests alike); `index.json` points at the index.
+    let is_index = super::index::is_index(&mbytes);
+    let mut docker_entries = Vec::new();
+    let children = if is_index {
+        if docker {
+            return Err(invalid(format!(
+                "{manifest_digest} is a multi-platform image index; a Docker archive holds one \
+                 platform's image"
+            )));
+        }
+        super::index::entries(&mbytes, manifest_digest)?
+            .into_iter()
+            .map(|e| e.digest)
+            .collect()
+    } else {
+        vec![manifest_digest.to_string()]
+    };
+    for child in &children {
+        let bytes = if is_index {
+            read_small_blob(src, child)?
+        } else {
+            mbytes.clone()
+        };
+        let m: ImageManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("manifest {child}: {e}")))?;
+        if is_index {
+            add_blob(child, bytes.len() as u64)?;
+        }
+        let config_path = add_blob(m.config().digest().as_ref(), m.config().size())?;
+        let mut layer_paths = Vec::new();
+        for l in m.layers() {
+            layer_paths.push(add_blob(l.digest().as_ref(), l.size())?);
+        }
+        docker_entries.push((config_path, layer_paths));
     }
 
-    let mdesc = manifest::descriptor(MEDIA_MANIFEST, manifest_digest, mbytes.len() as u64)?;
+    let top_type = if is_index {
+        MEDIA_INDEX
+    } else {
+        MEDIA_MANIFEST
+    };
+    let mdesc = manifest::descriptor(top_type, manifest_digest, mbytes.len() as u64)?;
     let manifests = if opts.names.is_empty() {
         vec![mdesc]
     } else {
@@ -94,6 +128,7 @@ fn plan(
     );
     if docker {
         let tags: Vec<String> = opts.names.iter().map(|n| docker_tag(n)).collect();
+        let (config_path, layer_paths) = docker_entries.remove(0);
         let dm =
             serde_json::json!([{ "Config": config_path, "RepoTags": tags, "Layers": layer_paths }]);
         out.insert(

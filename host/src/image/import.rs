@@ -391,6 +391,9 @@ fn visit(
         let bytes = ar.read_blob_small(d)?;
         let idx: ImageIndex = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(format!("index {}: {e}", d.digest())))?;
+        if depth == 0 && super::index::is_index(&bytes) {
+            return import_index(ar, sink, d, &bytes, names, out);
+        }
         for child in idx.manifests() {
             let attestation = child
                 .annotations()
@@ -429,6 +432,43 @@ fn visit(
         manifest_digest,
         manifest: m,
         config,
+        names,
+    });
+    Ok(())
+}
+
+/// An index `index.json` lists (a multi-platform image, e.g. `-o type=oci` of several
+/// platforms): every entry's blobs, attestation manifests too, imported, and the index itself
+/// is the image its names name (its first platform's manifest and config stand for it here).
+fn import_index(
+    ar: &Archive,
+    sink: &dyn BlobSink,
+    d: &Descriptor,
+    bytes: &[u8],
+    names: Vec<String>,
+    out: &mut Vec<ImportedImage>,
+) -> io::Result<()> {
+    let mut entries = Vec::new();
+    for e in super::index::entries(bytes, d.digest().as_ref())? {
+        let child =
+            super::manifest::descriptor(super::manifest::MEDIA_MANIFEST, &e.digest, e.size)?;
+        let mut one = Vec::new();
+        visit(ar, sink, &child, vec![], 1, &mut one)?;
+        if e.platform.is_some() {
+            entries.extend(one);
+        }
+    }
+    let Some(first) = entries.into_iter().next() else {
+        return Err(invalid(format!(
+            "index {} has no image for any platform",
+            d.digest()
+        )));
+    };
+    sink.put_blob(&mut &bytes[..], Some(d.digest().as_ref()))?;
+    out.push(ImportedImage {
+        manifest_digest: d.digest().to_string(),
+        manifest: first.manifest,
+        config: first.config,
         names,
     });
     Ok(())

@@ -14,9 +14,11 @@
 pub mod config;
 pub mod export;
 pub mod import;
+pub mod index;
 pub mod load;
 pub mod manifest;
 pub mod named;
+pub mod provenance;
 mod reference;
 #[cfg(test)]
 mod roundtrip_tests;

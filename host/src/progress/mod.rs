@@ -9,6 +9,7 @@
 //!
 //! `auto` picks `tty` when stderr is a terminal and `plain` otherwise.
 
+pub mod profile;
 mod tty;
 
 use std::io::{IsTerminal, Write};

@@ -17,5 +17,6 @@ pub mod reference;
 pub mod resolve;
 
 pub use client::Registry;
+pub(crate) use pull::matches_platform;
 pub use reference::ImageName;
 pub use resolve::Images;

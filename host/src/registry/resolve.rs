@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::client::Registry;
-use super::pull::{Resolved, local, matches_platform};
+use super::pull::{Resolved, local};
 use super::reference::ImageName;
 use crate::catalog;
 use crate::frontend::ImageResolver;
@@ -65,6 +65,17 @@ impl Images {
             .unwrap()
             .iter()
             .map(|((r, _), v)| (r.clone(), v.pinned()))
+            .collect()
+    }
+
+    /// Every resolution so far: (reference as written, platform as `os/arch/variant`, what it
+    /// resolved to), sorted — the base images a build's provenance names.
+    pub fn resolved(&self) -> Vec<(String, String, Resolved)> {
+        self.memo
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|((r, p), v)| (r.clone(), p.clone(), v.clone()))
             .collect()
     }
 
@@ -129,15 +140,16 @@ impl Images {
         let Some(img) = catalog::lookup(&self.store, &name.to_string())? else {
             return Ok(None);
         };
-        if !matches_platform(&img.config, platform) {
+        // A name of an index (a multi-platform build) gives the platform's entry.
+        let Some((manifest_digest, manifest, config)) = img.for_platform(platform) else {
             return Ok(None);
-        }
+        };
         Ok(Some(Resolved {
             name: name.clone(),
-            digest: img.manifest_digest,
-            manifest_digest: img.manifest_digest,
-            manifest: img.manifest,
-            config: img.config,
+            digest: img.digest,
+            manifest_digest,
+            manifest,
+            config,
         }))
     }
 
@@ -161,7 +173,7 @@ impl Images {
         // A tag resolved on the registry names what it points at now, as `wbuild pull` does.
         if let Some(n) = r.name.store_name()
             && r.name.digest.is_none()
-            && self.store.get_ref(&n)? != Some(r.manifest_digest)
+            && !matches!(self.store.get_ref(&n)?, Some(d) if d == r.manifest_digest || d == r.digest)
         {
             self.store.set_ref(&n, &r.manifest_digest)?;
         }

@@ -11,7 +11,10 @@
 //! The CLI parses arguments into a [`Request`] and [`BuildOptions`], calls these and prints;
 //! benchmarks and tests call them the same way.
 
+mod platforms;
 mod select;
+
+pub use platforms::build_platforms;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -74,6 +77,8 @@ pub struct Planned {
     pub files_read: Vec<(String, String)>,
     /// The frontend, as `label (digest)`.
     pub frontend: String,
+    /// The frontend component's label and digest, apart.
+    pub frontend_component: (String, String),
     /// The graph and the frontend's warnings.
     pub translation: Translation,
 }
@@ -189,6 +194,7 @@ impl Session {
             _gc: gc,
             images,
             context: req.context.clone(),
+            platform: req.platform.clone(),
             warnings,
             planned,
         })
@@ -250,6 +256,7 @@ impl Session {
             source: source.clone(),
             files_read: cx.files_read.lock().unwrap().clone(),
             frontend: format!("{} ({})", fe.label, fe.digest),
+            frontend_component: (fe.label.clone(), fe.digest.to_string()),
             translation,
         })
     }
@@ -261,6 +268,8 @@ pub struct Prepared<'s> {
     _gc: LockGuard,
     images: Arc<Images>,
     context: PathBuf,
+    /// The target platform it was translated for.
+    platform: Platform,
     /// Problems of the store's housekeeping that did not stop the build.
     pub warnings: Vec<String>,
     /// The translation.
@@ -317,13 +326,29 @@ fn write_result_files(
             "containerimage.digest": result.manifest_digest.to_string(),
             "containerimage.config.digest": result.config_digest,
             "containerimage.descriptor": {
-                "mediaType": crate::image::manifest::MEDIA_MANIFEST,
+                "mediaType": result.media_type,
                 "digest": result.manifest_digest.to_string(),
                 "size": result.manifest_size,
             },
             "image.name": names.join(","),
             "wbuild.steps": { "ran": result.ran, "cached": result.cached },
         });
+        let mut meta = meta;
+        if !result.platforms.is_empty() {
+            meta["wbuild.platforms"] = result
+                .platforms
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "platform": p.platform,
+                        "containerimage.digest": p.manifest_digest.to_string(),
+                        "containerimage.config.digest": p.config_digest,
+                        "attestation.digest": p.attestation.map(|d| d.to_string()),
+                        "steps": { "ran": p.ran, "cached": p.cached },
+                    })
+                })
+                .collect();
+        }
         let mut text = serde_json::to_vec_pretty(&meta)?;
         text.push(b'\n');
         crate::sys::write_atomic(f, |w| std::io::Write::write_all(w, &text))

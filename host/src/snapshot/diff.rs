@@ -114,6 +114,36 @@ pub fn diff_upper_over(
     Ok(w.stats)
 }
 
+/// Several trees in one tar, each under its own top directory (`-o type=tar` of several
+/// platforms: `linux_amd64/…`, `linux_arm64/…`, as buildx); entries as [`diff_upper`] writes
+/// them.
+pub fn diff_trees(
+    trees: &[(&Path, &str)],
+    writer: impl Write,
+    opts: &DiffOptions,
+) -> Result<DiffStats> {
+    let mut w = Walker {
+        builder: tar::Builder::new(writer),
+        opts: opts.clone(),
+        links: HashMap::new(),
+        stats: DiffStats::default(),
+    };
+    for (root, top) in trees {
+        let meta =
+            fs::symlink_metadata(root).with_context(|| format!("stat {}", root.display()))?;
+        anyhow::ensure!(meta.is_dir(), "{} is not a directory", root.display());
+        // Hard links stay within their own tree.
+        w.links.clear();
+        w.entry(root, Path::new(top))
+            .with_context(|| format!("adding {} to the tar", root.display()))?;
+    }
+    w.builder
+        .into_inner()
+        .context("finishing the tar")?
+        .flush()?;
+    Ok(w.stats)
+}
+
 struct Walker<W: Write> {
     builder: tar::Builder<W>,
     opts: DiffOptions,

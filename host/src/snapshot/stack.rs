@@ -84,6 +84,7 @@ impl Stacks {
         let hex = d.hex();
         let dir = self.layers.join(&hex);
         if !dir.is_dir() {
+            let _unpack = crate::progress::profile::span("snapshot: unpack");
             let tmp = tempfile::Builder::new()
                 .prefix(".unpack-")
                 .tempdir_in(&self.layers)?;

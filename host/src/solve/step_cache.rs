@@ -90,7 +90,7 @@ impl<'a> StepCache<'a> {
     /// Records `rec` under `record`; returns the bytes written (for `--cache-to`).
     pub(crate) fn record(&self, record: &Digest, rec: &CacheRecord) -> anyhow::Result<Vec<u8>> {
         let bytes = serde_json::to_vec(rec)?;
-        self.store.put_cache(record, &bytes)?;
+        self.store.put_cache_synced(record, &bytes)?;
         Ok(bytes)
     }
 }

@@ -48,6 +48,25 @@ impl BlobWriter {
         self.tmp.publish(&self.blobs_dir.join(actual.hex()))?;
         Ok((actual, self.size))
     }
+
+    /// As [`BlobWriter::finish`], without the two fsyncs: the blob is in place but durable
+    /// only after the next [`Store::sync_filesystem`], which the caller must run before any
+    /// durable record names it ([`Store::put_cache_synced`] does). A build step's layer takes
+    /// this path: one syncfs per step instead of an fsync per file.
+    pub fn finish_unsynced(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let actual = Digest::from_sha256(self.hasher.finalize_reset().into());
+        if let Some(expected) = expected
+            && *expected != actual
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: *expected,
+                actual,
+            });
+        }
+        self.tmp
+            .rename_unsynced(&self.blobs_dir.join(actual.hex()))?;
+        Ok((actual, self.size))
+    }
 }
 
 impl Write for BlobWriter {

@@ -18,6 +18,21 @@ impl Store {
         fsutil::write_atomic(&self.tmp_dir(), &self.cache_path(key), value)
     }
 
+    /// Records `value` for `key` after one syncfs of the store's filesystem, which makes
+    /// durable everything written before — the step's blob (see
+    /// [`super::BlobWriter::finish_unsynced`]), its snapshot, and this record's content — and
+    /// only then renames the record into place. After a crash the record is either absent or
+    /// whole, and a record that survived names only durable data.
+    pub fn put_cache_synced(&self, key: &Digest, value: &[u8]) -> Result<()> {
+        use std::io::Write as _;
+        let mut tmp = fsutil::TempFile::new_in(&self.tmp_dir())?;
+        tmp.file()
+            .write_all(value)
+            .map_err(super::error::StoreError::io("write", tmp.path()))?;
+        self.sync_filesystem()?;
+        tmp.rename_unsynced(&self.cache_path(key))
+    }
+
     /// The record for `key`, if any.
     pub fn get_cache(&self, key: &Digest) -> Result<Option<Vec<u8>>> {
         fsutil::read_optional(&self.cache_path(key))

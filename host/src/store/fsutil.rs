@@ -39,6 +39,15 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// Renames to `dest` without an fsync (see [`crate::sys::TempFile::rename_unsynced`]).
+    pub(crate) fn rename_unsynced(self, dest: &Path) -> Result<()> {
+        self.0
+            .rename_unsynced(dest)
+            .map_err(StoreError::io("rename into place", dest))
+    }
+}
+
 /// Atomically replaces `dest` with `data`: temp file in `tmp_dir`, fsync, rename, fsync dir.
 pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> Result<()> {
     sys::write_atomic_in(tmp_dir, dest, |f| f.write_all(data))

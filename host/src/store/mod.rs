@@ -169,6 +169,11 @@ impl Store {
         &self.root
     }
 
+    /// syncfs of the store's filesystem: everything written to the store so far is durable.
+    pub fn sync_filesystem(&self) -> Result<()> {
+        crate::sys::sync_filesystem(&self.root).map_err(StoreError::io("sync", self.root.clone()))
+    }
+
     /// Directory for in-progress writes (same filesystem as the store, so renames are atomic).
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")

@@ -75,6 +75,30 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// Renames the file to `dest` without an fsync: durable only once the caller syncs the
+    /// filesystem (see `Store::sync_filesystem`), which must happen before anything durable
+    /// names `dest`.
+    pub(crate) fn rename_unsynced(mut self, dest: &Path) -> io::Result<()> {
+        let file = self.file.take().expect("temp file published twice");
+        fs::rename(&self.path, dest)?;
+        self.path = PathBuf::new();
+        drop(file);
+        Ok(())
+    }
+}
+
+/// syncfs(2) of the filesystem holding `dir`: every write, rename and unlink on it so far is
+/// durable when this returns.
+pub(crate) fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    // SAFETY: syncfs on a descriptor we own.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {

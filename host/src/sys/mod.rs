@@ -16,7 +16,9 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-pub(crate) use atomic::{TMP_SUFFIX, TempFile, flock, sync_dir, write_atomic, write_atomic_in};
+pub(crate) use atomic::{
+    TMP_SUFFIX, TempFile, flock, sync_dir, sync_filesystem, write_atomic, write_atomic_in,
+};
 pub(crate) use confined::read_in_root as read_confined;
 pub(crate) use root::{Missing, resolve_in_root};
 

@@ -44,6 +44,20 @@ pub fn entry() {
     let mut args = std::env::args_os();
     if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(HELPER_ARG)) {
         let bundle = args.next().unwrap_or_default();
+        let parent = args
+            .next()
+            .and_then(|p| p.to_str()?.parse::<libc::pid_t>().ok());
+        // Die with wbuild. Set here rather than between fork and exec, so that wbuild can
+        // start the helper with posix_spawn instead of forking its whole address space; if
+        // wbuild died before this line, the parent is already someone else: give up.
+        // SAFETY: prctl and getppid with plain arguments.
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0
+                || Some(libc::getppid()) != parent
+            {
+                libc::_exit(125);
+            }
+        }
         child::helper_main(Path::new(&bundle));
     }
     ENTRY_INSTALLED.store(true, Ordering::Relaxed);
@@ -95,24 +109,17 @@ fn initial_root() -> bool {
 /// on `out`. The caller waits for it; its exit code is the command's (128+N for a signal), and
 /// a setup failure is reported in `bundle/sandbox.err` (see [`setup_error`]).
 pub(crate) fn command(bundle: &Path, out: &std::io::PipeWriter) -> Result<Command> {
+    // No pre_exec: Rust's Command then starts the helper with posix_spawn (no copy of
+    // wbuild's page tables). The helper sets its own parent-death signal (see `entry`), and
+    // its PID 1 dies with it.
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(HELPER_ARG)
         .arg(bundle)
+        .arg(std::process::id().to_string())
         .env_clear()
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out.try_clone()?);
-    // If wbuild dies (kill -9), the helper dies with it, and its PID 1 with the helper.
-    // SAFETY: prctl is async-signal-safe and touches only the child being started.
-    unsafe {
-        use std::os::unix::process::CommandExt as _;
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     Ok(cmd)
 }
 
