@@ -125,6 +125,7 @@ pub fn diff_trees(
     let mut w = Walker {
         builder: tar::Builder::new(writer),
         opts: opts.clone(),
+        below: None,
         links: HashMap::new(),
         stats: DiffStats::default(),
     };
