@@ -41,6 +41,9 @@ fn prerequisites() -> bool {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The tests of this process that add and remove ACL entries on devices take turns.
+static ACL_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// An unprivileged user made for one test, removed (with its home) on drop.
 struct TestUser {
     name: String,
@@ -101,6 +104,7 @@ impl TestUser {
         if self.run_sh(&format!("test -r {device} -a -w {device}")) {
             return;
         }
+        let _turn = ACL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("setfacl")
             .args(["-m", &format!("u:{}:rw", self.name), device])
             .output()
@@ -124,10 +128,26 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
+        let _turn = ACL_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         for device in &self.acls {
             let _ = Command::new("setfacl")
                 .args(["-x", &format!("u:{}", self.name), device])
                 .status();
+            // The last named entry gone: no ACL at all, as before (the mask entry stays
+            // otherwise).
+            let named = Command::new("getfacl")
+                .args(["-c", "-p", device])
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+                        (l.starts_with("user:") || l.starts_with("group:"))
+                            && l.split(':').nth(1).is_some_and(|n| !n.is_empty())
+                    })
+                })
+                .unwrap_or(true);
+            if !named {
+                let _ = Command::new("setfacl").args(["-b", device]).status();
+            }
         }
         // userdel refuses while a process of the user still runs (a killed build's
         // container ending): bounded retries.
