@@ -210,6 +210,18 @@ fn rootless_builds_give_the_images_root_builds_give() {
     assert_eq!(digests(&cached_meta), digests(&root_meta), "{log}");
     assert!(tar_listing(&docker_tar).contains("manifest.json"));
 
+    // cgroup limits cannot be honoured rootless: refused before anything runs.
+    let out = wd.as_user(
+        &user,
+        &["build", "--memory", "64m", "--pids-limit", "50", &ctx],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--memory and --pids-limit cannot be honoured rootless"),
+        "{err}"
+    );
+
     // The other commands, rootless: du, check, frontends, prune.
     assert!(wd.user_ok(&user, &["du"]).contains("snapshots"));
     assert!(wd.user_ok(&user, &["check"]).contains("the store is sound"));
