@@ -208,3 +208,21 @@ fn a_local_output_may_be_a_relative_directory() {
     );
     assert_eq!(read(&cwd.path().join("out/greeting")), "hi\n");
 }
+
+#[test]
+fn an_unknown_runtime_name_is_refused() {
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = common::context("FROM busybox\nRUN true\n");
+    let o = run_with(&wb, Some("crun"), &["build", ctx.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("WBUILD_RUNTIME=\"crun\"") && err.contains("`light` or `runc`"),
+        "{err}"
+    );
+    // The default's own name is accepted.
+    let o = run_with(&wb, Some("light"), &["build", ctx.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -271,7 +271,7 @@ fn runc_command(
 pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<RunOutcome> {
     let setup = crate::progress::profile::span("run: setup");
     // runc runs what the light runtime cannot (cgroup limits, privileged, not root).
-    let light = super::sandbox::eligible(spec);
+    let light = super::sandbox::eligible(spec)?;
     let runc = if light {
         PathBuf::from("runc")
     } else {

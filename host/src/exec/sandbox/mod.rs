@@ -12,8 +12,10 @@
 //! the step dies with it, and with wbuild (parent-death signals on both).
 //!
 //! A spec this runtime cannot honour exactly goes to runc instead ([`eligible`]): cgroup
-//! limits (`--memory`, `--pids-limit`), `--security=insecure`, a process that is not root in
-//! the initial user namespace, or `WBUILD_RUNTIME=runc`. Without a cgroup there is no device
+//! limits (`--memory`, `--pids-limit`), `--security=insecure`, a rootless wbuild whose user
+//! namespace maps only the user's own ID (setgroups is denied there), or
+//! `WBUILD_RUNTIME=runc`. Rootless with a subordinate range, the helper runs as root of
+//! wbuild's user namespace and binds the host's device nodes instead of making them. Without a cgroup there is no device
 //! cgroup either, so device access is closed another way: the rootfs, `/dev` and every bind
 //! mount are `nodev`, and `/dev` holds bind mounts of `null`, `zero`, `full`, `random`,
 //! `urandom` and `tty` only (runc's default devices, made on a tmpfs of their own).
@@ -68,6 +70,7 @@ pub(crate) fn needs_runc(spec: &RunSpec) -> Option<&'static str> {
     if std::env::var_os("WBUILD_RUNTIME").is_some_and(|v| v == "runc") {
         return Some("WBUILD_RUNTIME=runc");
     }
+    // (Any other value was refused by `eligible`.)
     if !ENTRY_INSTALLED.load(Ordering::Relaxed) {
         return Some("the program did not install the sandbox entry");
     }
@@ -81,14 +84,22 @@ pub(crate) fn needs_runc(spec: &RunSpec) -> Option<&'static str> {
     // runs the spec as it does as root (device nodes bound from the host's /dev instead of
     // made); with one mapped ID, setgroups is denied there, which runc knows to skip.
     if !initial_root() && !super::rootless::light_runtime_ok() {
-        return Some("not root in the initial user namespace");
+        return Some("a user namespace without a subordinate ID range");
     }
     None
 }
 
-/// Whether this runtime runs `spec` (see [`needs_runc`]).
-pub(crate) fn eligible(spec: &RunSpec) -> bool {
-    needs_runc(spec).is_none()
+/// Whether this runtime runs `spec` (see [`needs_runc`]). `WBUILD_RUNTIME` may be unset,
+/// `light` (the default) or `runc`; anything else is an error.
+pub(crate) fn eligible(spec: &RunSpec) -> Result<bool> {
+    match std::env::var("WBUILD_RUNTIME").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "light" | "runc") => {}
+        Ok(other) => bail!("WBUILD_RUNTIME={other:?}: the RUN runtime is `light` or `runc`"),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            bail!("WBUILD_RUNTIME={v:?}: the RUN runtime is `light` or `runc`")
+        }
+    }
+    Ok(needs_runc(spec).is_none())
 }
 
 /// Root with the identity ID mapping of the initial user namespace.
