@@ -213,8 +213,21 @@ fn close_inherited_fds() -> Result<()> {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
-    if r != 0 {
-        return Err(os_err("marking inherited descriptors close-on-exec"));
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11 have no CLOSE_RANGE_CLOEXEC: mark each open descriptor instead.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .context("listing open descriptors")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number; one that closed meanwhile gives EBADF.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags >= 0 && unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } != 0 {
+            return Err(os_err("marking inherited descriptors close-on-exec"));
+        }
     }
     Ok(())
 }
