@@ -78,6 +78,20 @@ pub(super) fn make_rslave() -> Result<()> {
         libc::MS_REC | libc::MS_SLAVE,
         None,
     )
+    .map_err(|e| {
+        let root_is_a_mount = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some("/")))
+            .unwrap_or(true);
+        if !root_is_a_mount {
+            anyhow!(
+                "the root directory is not a mount point (is wbuild running in a chroot?): RUN \
+                 needs pivot_root, which needs one; bind-mount the chroot's root onto itself \
+                 first (`mount --bind DIR DIR`) ({e})"
+            )
+        } else {
+            e
+        }
+    })
 }
 
 /// The rootfs becomes a mount of its own, `nodev` (no device cgroup guards a node made with
