@@ -2,12 +2,11 @@
 //! range, device ACLs it needs), a directory it can read with the binary and the busybox base,
 //! wbuild as that user and as root, a registry on loopback, and the small helpers.
 
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::common;
 
@@ -290,63 +289,7 @@ pub fn tar_listing(tar: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A registry on 127.0.0.1 with a free port (Debian's docker-registry), stopped on drop.
-pub struct Registry {
-    pub child: Child,
-    pub addr: String,
-    pub _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    pub fn start() -> Option<Registry> {
-        if !common::have_tool("docker-registry") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: wbuild-test\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let reg = Registry {
-            child,
-            addr,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&reg.addr).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(reg)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+pub use super::common::registry::Registry;
 
 /// Kills the child (and waits for it) on drop.
 pub struct Running(pub Child);
