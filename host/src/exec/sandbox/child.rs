@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
 
 use super::mounts;
 
@@ -240,30 +240,30 @@ fn die_with_parent() -> Result<()> {
     Ok(())
 }
 
-/// The resource numbers of the spec's rlimit names.
-fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
-    Some(match name {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        _ => return None,
-    })
+/// The resource number of a spec rlimit type.
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    use PosixRlimitType as T;
+    match t {
+        T::RlimitAs => libc::RLIMIT_AS,
+        T::RlimitCore => libc::RLIMIT_CORE,
+        T::RlimitCpu => libc::RLIMIT_CPU,
+        T::RlimitData => libc::RLIMIT_DATA,
+        T::RlimitFsize => libc::RLIMIT_FSIZE,
+        T::RlimitLocks => libc::RLIMIT_LOCKS,
+        T::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        T::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        T::RlimitNice => libc::RLIMIT_NICE,
+        T::RlimitNofile => libc::RLIMIT_NOFILE,
+        T::RlimitNproc => libc::RLIMIT_NPROC,
+        T::RlimitRss => libc::RLIMIT_RSS,
+        T::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        T::RlimitRttime => libc::RLIMIT_RTTIME,
+        T::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        T::RlimitStack => libc::RLIMIT_STACK,
+    }
 }
 
-/// The spec's name of a value that serializes to a string ("CAP_CHOWN", "RLIMIT_NOFILE").
+/// The spec's name of a value that serializes to a string ("CAP_CHOWN").
 fn spec_name(v: &impl serde::Serialize) -> Result<String> {
     match serde_json::to_value(v)? {
         serde_json::Value::String(s) => Ok(s),
@@ -273,15 +273,14 @@ fn spec_name(v: &impl serde::Serialize) -> Result<String> {
 
 fn set_rlimits(process: &Process) -> Result<()> {
     for r in process.rlimits().as_deref().unwrap_or_default() {
-        let name = spec_name(&r.typ())?;
-        let resource = rlimit_resource(&name).with_context(|| format!("unknown rlimit {name}"))?;
+        let resource = rlimit_resource(r.typ());
         let lim = libc::rlimit {
             rlim_cur: r.soft(),
             rlim_max: r.hard(),
         };
         // SAFETY: a valid resource number and a live struct.
         if unsafe { libc::setrlimit(resource, &lim) } != 0 {
-            return Err(os_err(&format!("setting {name}")));
+            return Err(os_err(&format!("setting {:?}", r.typ())));
         }
     }
     Ok(())
