@@ -38,9 +38,8 @@ struct Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         // The daemon forks a server per connection: end its whole process group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
+        // SAFETY: kill(2) of the daemon's own process group (it was started with pgid = pid).
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }

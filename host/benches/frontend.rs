@@ -86,6 +86,7 @@ struct Row {
     warm: Duration,
     info: Duration,
     translate: Duration,
+    load_translate: Duration,
     stages: usize,
 }
 
@@ -109,19 +110,30 @@ fn measure(label: &str, bytes: &[u8], input: &Input, cold_runs: usize) -> anyhow
                 .collect(),
         )
     };
+    // Warm loads go through a file, as `--frontend FILE` does: an unchanged file whose artifact
+    // is cached is neither read nor hashed again. The file is made older than the racy window
+    // first, as a frontend on disk is.
     let dir = tempfile::tempdir()?;
-    let rt = Runtime::new(Some(dir.path().into()), Limits::default())?;
-    rt.load_bytes(label, bytes)?;
+    let file = dir.path().join(format!("{label}.wasm"));
+    std::fs::write(&file, bytes)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rt = Runtime::new(Some(dir.path().join("cache")), Limits::default())?;
+    rt.load_file(&file)?;
     let warm = time(20, || {
-        let fe = rt.load_bytes(label, bytes).unwrap();
+        let fe = rt.load_file(&file).unwrap();
         assert_eq!(fe.load_kind, LoadKind::Cached);
         fe
     });
-    let fe = rt.load_bytes(label, bytes)?;
+    let fe = rt.load_file(&file)?;
     let info = time(20, || rt.info(&fe).unwrap());
     let translate = time(20, || {
         let t = rt.translate(&fe, input, &cx).unwrap();
         t.expect("the benchmark build file translates")
+    });
+    // What a build pays: a fresh load (its memory images set up anew) and one translation.
+    let load_translate = time(20, || {
+        let fe = rt.load_file(&file).unwrap();
+        rt.translate(&fe, input, &cx).unwrap().unwrap()
     });
     let stages = rt.translate(&fe, input, &cx)?.unwrap().graph.stages.len();
     Ok(Row {
@@ -130,6 +142,7 @@ fn measure(label: &str, bytes: &[u8], input: &Input, cold_runs: usize) -> anyhow
         warm,
         info,
         translate,
+        load_translate,
         stages,
     })
 }
@@ -199,7 +212,7 @@ fn main() -> anyhow::Result<()> {
             ms(r.translate),
             inp.source.lines().count(),
             r.stages,
-            ms(r.warm + r.translate),
+            ms(r.load_translate),
         );
     }
     Ok(())

@@ -8,6 +8,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -111,49 +112,51 @@ impl ArtifactCache {
                 artifact.path.display()
             );
         }
-        let bytes = std::fs::read(&artifact.path)
-            .with_context(|| format!("reading {}", artifact.path.display()))?;
-        // SAFETY: as in `load`: a file of the host's own cache directory, named by the
-        // component's digest and the engine hash, written by `store`; its `KEY.json` says it
-        // was compiled by this engine configuration, and wasmtime checks the header again.
-        unsafe { Component::deserialize(engine, &bytes) }
-            .map_err(anyhow::Error::from)
+        map_artifact(engine, &artifact.path)
             .with_context(|| format!("loading {}", artifact.path.display()))
     }
 
-    /// Load `bytes` as a component, from the cache when possible; `source` says where the
-    /// bytes came from (recorded when the artifact is written).
+    /// The cached artifact of the component whose sha256 is `digest`, when this engine has
+    /// one; a damaged or stale artifact is removed (the next load compiles it again).
+    pub fn load_cached(&self, engine: &Engine, digest: &[u8; 32]) -> Option<Component> {
+        let path = self.artifact_path(engine, digest)?;
+        if !path.is_file() {
+            return None;
+        }
+        match map_artifact(engine, &path) {
+            Ok(c) => Some(c),
+            Err(_) => {
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn artifact_path(&self, engine: &Engine, digest: &[u8; 32]) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        Some(dir.join(format!("{}.cwasm", cache_key(engine, digest))))
+    }
+
+    /// Load `bytes` (whose sha256 is `digest`) as a component, from the cache when possible;
+    /// `source` says where the bytes came from (recorded when the artifact is written).
     pub fn load(
         &self,
         engine: &Engine,
         bytes: &[u8],
+        digest: &[u8; 32],
         source: &str,
     ) -> anyhow::Result<(Component, LoadKind)> {
-        let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, bytes)?, LoadKind::Compiled));
-        };
-        let path = dir.join(format!("{}.cwasm", cache_key(engine, bytes)));
-        // Read into memory rather than mapping the file: a file truncated or rewritten in place
-        // under a mapping would crash the process (SIGBUS) instead of failing the load.
-        if let Ok(artifact) = std::fs::read(&path) {
-            // SAFETY: the file is named by the sha256 of the component and the engine's
-            // compatibility hash and was written by `store` below (temp file + rename) into a
-            // directory only the host writes, so it is an artifact this host produced for this
-            // engine configuration; wasmtime still checks its header and engine compatibility.
-            match unsafe { Component::deserialize(engine, &artifact) } {
-                Ok(c) => return Ok((c, LoadKind::Cached)),
-                Err(_) => {
-                    // A stale or damaged artifact: compile again and replace it.
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
+        if let Some(c) = self.load_cached(engine, digest) {
+            return Ok((c, LoadKind::Cached));
         }
         let component = Component::new(engine, bytes)?;
         // A cache that cannot be written (read-only root) only costs time. The artifact goes
         // first: a `KEY.json` always describes a complete artifact.
-        if store(&path, &component.serialize()?).is_ok() {
+        if let Some(path) = self.artifact_path(engine, digest)
+            && store(&path, &component.serialize()?).is_ok()
+        {
             let info = ArtifactInfo {
-                digest: format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
+                digest: format!("sha256:{}", hex::encode(digest)),
                 source: source.to_string(),
                 size: bytes.len() as u64,
                 engine: engine_hash(engine),
@@ -162,6 +165,27 @@ impl ArtifactCache {
         }
         Ok((component, LoadKind::Compiled))
     }
+
+    /// The directory of remembered file digests ([`super::file_digest`]), beside the artifacts.
+    pub fn file_digests_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("files"))
+    }
+}
+
+/// Maps the artifact at `path` rather than reading it: nothing is copied, and the linear
+/// memory images (CPython's heap, for a componentize-py frontend) are mapped copy-on-write from
+/// the file instead of being written into a memfd on every run.
+///
+/// The one thing a mapping cannot survive is the file being truncated or rewritten in place
+/// while it is mapped (the process would die of SIGBUS). Artifacts are never written in place:
+/// [`store`] writes a temp file and renames it, and `prune` unlinks, which leaves a mapping
+/// intact. The directory belongs to the store's owner.
+fn map_artifact(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
+    // SAFETY: the file is named by the sha256 of the component and the engine's compatibility
+    // hash and was written by `store` (temp file + rename) into a directory only the host
+    // writes, so it is an artifact this host produced for this engine configuration, never
+    // modified in place (see above); wasmtime still checks its header and engine compatibility.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
 }
 
 fn engine_hash(engine: &Engine) -> String {
@@ -170,14 +194,15 @@ fn engine_hash(engine: &Engine) -> String {
     format!("{:016x}", h.finish())
 }
 
-/// sha256 of the component bytes and the engine's precompile compatibility hash.
-pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
+/// sha256 over the component's sha256 and the engine's precompile compatibility hash.
+pub fn cache_key(engine: &Engine, digest: &[u8; 32]) -> String {
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine
         .precompile_compatibility_hash()
         .hash(&mut engine_hash);
     let mut h = Sha256::new();
-    h.update(bytes);
+    h.update(b"wbuild-frontend-artifact-v2");
+    h.update(digest);
     h.update(engine_hash.finish().to_le_bytes());
     hex::encode(h.finalize())
 }
@@ -192,6 +217,8 @@ fn store(path: &Path, artifact: &[u8]) -> anyhow::Result<()> {
     ));
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(artifact)?;
+    // Read-only: an artifact is mapped while it is used and must never be rewritten in place.
+    f.set_permissions(std::fs::Permissions::from_mode(0o444))?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
@@ -211,7 +238,10 @@ mod tests {
         assert!(cache.list(&engine).unwrap().is_empty());
         // The smallest component there is.
         let bytes = b"\0asm\x0d\0\x01\0";
-        let (_, kind) = cache.load(&engine, bytes, "/somewhere/empty.wasm").unwrap();
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
+        let (_, kind) = cache
+            .load(&engine, bytes, &digest, "/somewhere/empty.wasm")
+            .unwrap();
         assert_eq!(kind, LoadKind::Compiled);
         let listed = cache.list(&engine).unwrap();
         assert_eq!(listed.len(), 1);

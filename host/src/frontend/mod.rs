@@ -9,6 +9,7 @@
 pub mod bindings;
 mod cache;
 pub mod embedded;
+mod file_digest;
 mod imports;
 mod wasi;
 
@@ -54,6 +55,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: cache::ArtifactCache,
+    file_digests: file_digest::FileDigests,
     limits: Limits,
 }
 
@@ -113,32 +115,58 @@ impl Runtime {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;
+        let cache = cache::ArtifactCache::new(cache_dir);
         Ok(Runtime {
             engine,
             linker,
-            cache: cache::ArtifactCache::new(cache_dir),
+            file_digests: file_digest::FileDigests::new(cache.file_digests_dir()),
+            cache,
             limits,
         })
     }
 
-    /// Load a component from a file.
+    /// Load a component from a file. A file whose stat matches the one remembered for its
+    /// path ([`file_digest`]) and whose artifact is cached is neither read nor hashed.
     pub fn load_file(&self, path: &Path) -> anyhow::Result<Frontend> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("reading frontend {}", path.display()))?;
+        let label = path.display().to_string();
         let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        self.load(
-            &path.display().to_string(),
-            &source.display().to_string(),
-            &bytes,
-        )
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("reading frontend {}", path.display()))?;
+        let before = file
+            .metadata()
+            .with_context(|| format!("reading frontend {}", path.display()))?;
+        if let Some(digest) = self.file_digests.lookup(&source, &before)
+            && let Some(component) = self.cache.load_cached(&self.engine, &digest)
+        {
+            return self.ready(&label, sha256_text(&digest), component, LoadKind::Cached);
+        }
+        let started = std::time::SystemTime::now();
+        let mut bytes = Vec::with_capacity(before.len() as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes)
+            .with_context(|| format!("reading frontend {}", path.display()))?;
+        let after = file
+            .metadata()
+            .with_context(|| format!("reading frontend {}", path.display()))?;
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let fe = self.load_digested(&label, &source.display().to_string(), &bytes, &digest)?;
+        self.file_digests
+            .remember(&source, &before, &after, started, &digest);
+        Ok(fe)
     }
 
     /// Load a component from its bytes; `label` names it in messages.
     pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> anyhow::Result<Frontend> {
-        self.load(label, label, bytes)
+        self.load_digested(label, label, bytes, &Sha256::digest(bytes).into())
     }
 
-    fn load(&self, label: &str, source: &str, bytes: &[u8]) -> anyhow::Result<Frontend> {
+    /// Load `bytes`, whose sha256 is `digest`.
+    fn load_digested(
+        &self,
+        label: &str,
+        source: &str,
+        bytes: &[u8],
+        digest: &[u8; 32],
+    ) -> anyhow::Result<Frontend> {
         if !wasmparser_is_component(bytes) {
             bail!(
                 "{label} is not a WebAssembly component; build frontends for the wasm32-wasip2 \
@@ -147,14 +175,9 @@ impl Runtime {
         }
         let (component, load_kind) = self
             .cache
-            .load(&self.engine, bytes, source)
+            .load(&self.engine, bytes, digest, source)
             .with_context(|| format!("compiling frontend {label}"))?;
-        self.ready(
-            label,
-            format!("sha256:{}", hex::encode(Sha256::digest(bytes))),
-            component,
-            load_kind,
-        )
+        self.ready(label, sha256_text(digest), component, load_kind)
     }
 
     /// The compiled frontends in the cache (see [`CachedArtifact::usable`]).
@@ -313,6 +336,10 @@ fn call_error(
 }
 
 /// A component starts with the wasm magic and the component-model layer/version word.
+fn sha256_text(digest: &[u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(digest))
+}
+
 fn wasmparser_is_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [1, 0]
 }
@@ -363,7 +390,9 @@ mod tests {
         assert_eq!(fe.load_kind, LoadKind::Cached);
         assert!(fe.digest.starts_with("sha256:") && fe.digest.len() == 71);
 
-        // A damaged artifact is replaced, not trusted.
+        // A damaged artifact is replaced, not trusted. (It is damaged once nothing maps it: a
+        // mapped artifact must not be rewritten in place, see `cache::map_artifact`.)
+        drop(fe);
         for entry in std::fs::read_dir(dir.path()).unwrap() {
             std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
         }
@@ -372,6 +401,39 @@ mod tests {
             .unwrap();
         assert_eq!(fe.load_kind, LoadKind::Compiled);
         assert_eq!(rt.info(&fe).unwrap().name, "dockerfile");
+    }
+
+    #[test]
+    fn a_frontend_file_is_read_again_once_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(Some(dir.path().join("cache")), Limits::default()).unwrap();
+        let file = dir.path().join("fe.wasm");
+        std::fs::write(&file, embedded::DOCKERFILE.bytes).unwrap();
+        std::thread::sleep(file_digest::RACY_WINDOW * 2);
+        let digest = |b: &[u8]| sha256_text(&Sha256::digest(b).into());
+
+        let fe = rt.load_file(&file).unwrap();
+        assert_eq!(fe.load_kind, LoadKind::Compiled);
+        // Remembered: the second load neither reads nor hashes the file, and says the same.
+        let fe = rt.load_file(&file).unwrap();
+        assert_eq!(fe.load_kind, LoadKind::Cached);
+        assert_eq!(fe.digest, digest(embedded::DOCKERFILE.bytes));
+        assert_eq!(rt.info(&fe).unwrap().name, "dockerfile");
+        drop(fe);
+
+        // Another component written over it: its own digest and its own code, never the
+        // remembered one.
+        std::fs::write(&file, embedded::DOCKERFILE_EXT.bytes).unwrap();
+        let fe = rt.load_file(&file).unwrap();
+        assert_eq!(fe.digest, digest(embedded::DOCKERFILE_EXT.bytes));
+        assert_eq!(rt.info(&fe).unwrap().name, "dockerfile-ext");
+
+        // Something that is not a component is refused even where a component was before.
+        std::fs::write(&file, b"junk").unwrap();
+        let Err(err) = rt.load_file(&file) else {
+            panic!("junk loaded")
+        };
+        assert!(format!("{err:#}").contains("not a WebAssembly component"));
     }
 }
 
