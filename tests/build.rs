@@ -752,3 +752,99 @@ fn the_same_layer_twice_in_a_stack() {
     assert_eq!(read(&out.path().join("seen-after-twice")), "x\n");
     assert_eq!(read(&out.path().join("seen-after-apart")), "x\ny\n");
 }
+
+/// A COPY's staged tree becomes its layer's snapshot directory (nothing is deleted, nothing
+/// unpacked again): what a later RUN sees through it is exactly what it sees through the same
+/// layer unpacked from its blob, to the nanosecond of every mtime, and no staged tree is left
+/// in the store's temp dir.
+#[test]
+fn a_staged_copy_reads_exactly_as_its_layer_unpacked() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let Some(wb) = common::with_busybox() else {
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    let src = ctx.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deep")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(src.join("sub/b.sh"), "#!/bin/sh\necho b\n").unwrap();
+    std::fs::write(src.join("sub/deep/empty"), "").unwrap();
+    std::os::unix::fs::symlink("a.txt", src.join("link")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("sub/b.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Times with nanoseconds, which a tar header cannot hold.
+    for (i, p) in ["a.txt", "sub/b.sh", "sub/deep/empty", "sub/deep", "sub"]
+        .iter()
+        .enumerate()
+    {
+        let t = UNIX_EPOCH + Duration::new(1_600_000_000 + i as u64, 123_456_789);
+        std::fs::File::open(src.join(p))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+    let stat = "find /data /other | sort | while read f; do stat -c '%n %A %u %g %s %y %F' \"$f\"; done > /stat && find /data /other -type f | sort | xargs md5sum >> /stat";
+    let dockerfile = |extra: &str| {
+        format!(
+            "FROM busybox\nCOPY --chown=7:8 src /data\nCOPY --chmod=600 src/a.txt /other/a\nRUN {stat}{extra}\n"
+        )
+    };
+    common::write_dockerfile(ctx.path(), &dockerfile(""));
+    let c = ctx.path().to_str().unwrap();
+    let out1 = tempfile::tempdir().unwrap();
+    let log = wb.build(&[
+        "build",
+        "-o",
+        &format!("type=local,dest={}", out1.path().display()),
+        c,
+    ]);
+    assert!(log.contains("(3 steps ran, 0 cached)"), "{log}");
+    let tmp = wb.root.path().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with(".copy-")),
+        "staged trees left in {}: {left:?}",
+        tmp.display()
+    );
+
+    // The two COPY layers' directories are the staged trees: remove them, so that the next
+    // build, whose COPY steps are cached, unpacks them from their blobs.
+    let layers = wb.root.path().join("snapshots/layers");
+    let mut removed = 0;
+    for e in std::fs::read_dir(&layers).unwrap().flatten() {
+        if e.path().join("data").is_dir() || e.path().join("other").is_dir() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(
+        removed,
+        2,
+        "the COPY layers' directories in {}",
+        layers.display()
+    );
+    common::write_dockerfile(ctx.path(), &dockerfile(" && echo again > /again"));
+    let out2 = tempfile::tempdir().unwrap();
+    let log = wb.build(&[
+        "build",
+        "-o",
+        &format!("type=local,dest={}", out2.path().display()),
+        c,
+    ]);
+    assert!(log.contains("(1 steps ran, 2 cached)"), "{log}");
+    let (a, b) = (
+        read(&out1.path().join("stat")),
+        read(&out2.path().join("stat")),
+    );
+    assert_eq!(a, b, "the staged tree and the unpacked layer differ");
+    assert!(
+        a.contains("/data/sub/b.sh -rwxr-xr-x 7 8 17 2020-09-13 12:26:41.000000000"),
+        "{a}"
+    );
+    assert!(a.contains("/other/a -rw------- 0 0 6"), "{a}");
+    assert!(a.contains("/data/link lrwxrwxrwx 7 8 5"), "{a}");
+}

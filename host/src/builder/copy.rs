@@ -32,9 +32,12 @@ impl Builder<'_> {
         if matches!(copy.from, Source::Context) {
             let paths = path_sources(copy)?;
             if !paths.is_empty() {
+                let walk = crate::progress::profile::span("copy: context walk");
                 let matches =
                     self.context
                         .resolve_copy_sources(&paths, &copy.excludes, copy.parents)?;
+                drop(walk);
+                let _hash = crate::progress::profile::span("copy: context hash");
                 let mut memo = self.memo.lock().unwrap();
                 inputs.context = Some(self.context.digest(&matches, &mut memo)?);
             }
@@ -174,6 +177,7 @@ impl Builder<'_> {
         let staging = tempfile::Builder::new()
             .prefix(".copy-")
             .tempdir_in(self.store.tmp_dir())?;
+        let stage_span = crate::progress::profile::span("copy: stage");
         staging::stage_copy(
             &staging::CopyRequest {
                 from,
@@ -191,7 +195,8 @@ impl Builder<'_> {
             },
             staging.path(),
         )?;
-        self.layer_from(staging.path())
+        drop(stage_span);
+        self.layer_from_staged(staging)
     }
 }
 

@@ -80,6 +80,7 @@ impl Builder<'_> {
                 let root = self.rootfs(&mut target.clone())?;
                 let opts = DiffOptions {
                     source_date_epoch: self.opts.source_date_epoch,
+                    ..Default::default()
                 };
                 let mut w = std::io::BufWriter::new(std::io::stdout().lock());
                 snapshot::diff_upper(&root, &mut w, &opts)?;
@@ -123,6 +124,7 @@ impl Builder<'_> {
                 let root = self.rootfs(&mut st)?;
                 let opts = DiffOptions {
                     source_date_epoch: self.opts.source_date_epoch,
+                    ..Default::default()
                 };
                 crate::sys::write_atomic(p, |f| {
                     let mut w = std::io::BufWriter::new(f);

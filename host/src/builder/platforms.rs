@@ -331,6 +331,7 @@ fn write_tar(
         .collect();
     let diff = crate::snapshot::DiffOptions {
         source_date_epoch: opts.source_date_epoch,
+        ..Default::default()
     };
     if dest == Path::new("-") {
         let mut w = std::io::BufWriter::new(std::io::stdout().lock());

@@ -124,6 +124,41 @@ impl Builder<'_> {
         self.layer_from_over(upper, None)
     }
 
+    /// [`Builder::layer_from`] of a tree COPY or ADD staged, which the overlay snapshotter
+    /// then keeps as the layer's directory instead of deleting it (and unpacking the blob
+    /// again when a later step, view or export needs the layer): deleting tens of thousands
+    /// of staged files cost more than writing them. A staged tree qualifies when its diff has
+    /// no whiteouts or opaque markers; its times are settled to the tar's as it is read (whole
+    /// seconds, clamped to SOURCE_DATE_EPOCH), so it reads exactly as its blob unpacked.
+    pub(super) fn layer_from_staged(
+        &self,
+        staging: tempfile::TempDir,
+    ) -> anyhow::Result<Option<LayerRef>> {
+        let Some(stacks) = self.stacks() else {
+            let layer = self.layer_from(staging.path());
+            let _rm = crate::progress::profile::span("copy: remove staging");
+            drop(staging);
+            return layer;
+        };
+        let (layer, stats) = self.write_layer(staging.path(), None, true)?;
+        let Some(layer) = layer else {
+            return Ok(None);
+        };
+        if stats.whiteouts == 0 && stats.opaque_dirs == 0 {
+            let tree = staging.keep();
+            if stacks.adopt(&layer.diff_id, &tree)? {
+                return Ok(Some(layer));
+            }
+            let _rm = crate::progress::profile::span("copy: remove staging");
+            std::fs::remove_dir_all(&tree)
+                .with_context(|| format!("removing {}", tree.display()))?;
+            return Ok(Some(layer));
+        }
+        let _rm = crate::progress::profile::span("copy: remove staging");
+        drop(staging);
+        Ok(Some(layer))
+    }
+
     /// The filesystem a RUN's upper dir was mounted over, when the snapshotter is
     /// fuse-overlayfs: its upper dirs have whiteouts and opaque markers that hide nothing,
     /// which the layer leaves out by looking below (see [`snapshot::diff_upper_over`]).
@@ -143,6 +178,17 @@ impl Builder<'_> {
         upper: &Path,
         below: Option<&Path>,
     ) -> anyhow::Result<Option<LayerRef>> {
+        Ok(self.write_layer(upper, below, false)?.0)
+    }
+
+    /// The layer of `upper` (over `below`) and what its diff held; `settle_times` as in
+    /// [`DiffOptions::settle_times`].
+    fn write_layer(
+        &self,
+        upper: &Path,
+        below: Option<&Path>,
+        settle_times: bool,
+    ) -> anyhow::Result<(Option<LayerRef>, snapshot::DiffStats)> {
         let compression = self.opts.compression;
         let diff = crate::progress::profile::span("layer: diff+gzip");
         let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
@@ -151,22 +197,24 @@ impl Builder<'_> {
             &mut w,
             &DiffOptions {
                 source_date_epoch: self.opts.source_date_epoch,
+                settle_times,
             },
             below,
         )?;
         if stats.entries == 0 {
-            return Ok(None);
+            return Ok((None, stats));
         }
         let (digests, blob) = w.finish()?;
         drop(diff);
         let _blob = crate::progress::profile::span("layer: blob fsync");
         // Made durable by the syncfs before the step's cache record (put_cache_synced).
         let (digest, size) = blob.finish_unsynced(None)?;
-        Ok(Some(LayerRef {
+        let layer = LayerRef {
             digest: digest.to_string(),
             diff_id: digests.diff_id,
             size,
             media_type: compression.media_type().into(),
-        }))
+        };
+        Ok((Some(layer), stats))
     }
 }

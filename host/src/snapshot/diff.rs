@@ -29,6 +29,10 @@ pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 pub struct DiffOptions {
     /// SOURCE_DATE_EPOCH: mtimes newer than this are written as this value.
     pub source_date_epoch: Option<i64>,
+    /// Also set every entry's atime and mtime on disk to the mtime its header says (whole
+    /// seconds, clamped), as extracting the tar would: the tree then reads exactly as its own
+    /// layer unpacked, so it can serve as the layer's snapshot directory.
+    pub settle_times: bool,
 }
 
 /// fuse-overlayfs's opaque markers inside a directory: a `.wh..wh..opq` file and a
@@ -242,6 +246,23 @@ impl<W: Write> Walker<W> {
 
     fn entry(&mut self, full: &Path, rel: &Path) -> Result<()> {
         let meta = fs::symlink_metadata(full)?;
+        self.entry_of(full, rel, &meta)?;
+        if self.opts.settle_times {
+            // After the entry is read (a read or readdir may move atime), as extraction sets
+            // times after writing.
+            let secs = self.clamp(meta.mtime()) as i64;
+            if (meta.mtime(), meta.mtime_nsec()) != (secs, 0)
+                || (meta.atime(), meta.atime_nsec()) != (secs, 0)
+            {
+                crate::sys::set_times(None, &crate::sys::cstr(full)?, secs, 0)
+                    .with_context(|| format!("setting the times of {}", full.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn entry_of(&mut self, full: &Path, rel: &Path, meta: &fs::Metadata) -> Result<()> {
+        let meta = meta.clone();
         let ft = meta.file_type();
         self.stats.entries += 1;
 

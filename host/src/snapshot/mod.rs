@@ -26,7 +26,7 @@ mod treediff;
 pub use apply::{apply_layer, extract_overlay_layer};
 pub use compress::{Compression, LayerWriter, decompress};
 pub use copy::copy_tree;
-pub use diff::{DiffOptions, diff_trees, diff_upper, diff_upper_over};
+pub use diff::{DiffOptions, DiffStats, diff_trees, diff_upper, diff_upper_over};
 #[cfg(test)]
 pub(crate) use overlay::probe_overlay;
 pub use overlay::{mount_overlay, mount_overlay_readonly, mounts_under, unmount};

@@ -117,6 +117,23 @@ impl Stacks {
         Ok(link)
     }
 
+    /// Make the directory `tree` the layer `diff_id`'s directory (renamed into place) when
+    /// there is none yet; false when there is (the caller removes `tree`). `tree` must read
+    /// exactly as the layer's blob unpacked (see `Builder::layer_from_staged`) and be on the
+    /// store's filesystem.
+    pub fn adopt(&self, diff_id: &str, tree: &Path) -> Result<bool> {
+        let d: Digest = diff_id
+            .parse()
+            .with_context(|| format!("layer diff_id {diff_id:?}"))?;
+        let dir = self.layers.join(d.hex());
+        if dir.is_dir() {
+            return Ok(false);
+        }
+        // Fails when another build put the layer there first (theirs is the same) or `tree`
+        // is on another filesystem: either way the caller removes it.
+        Ok(std::fs::rename(tree, &dir).is_ok())
+    }
+
     /// A read-only merged view of `lowers` (top first) for the filesystem whose key is `key`,
     /// mounted once per key and kept until the `Stacks` is dropped.
     pub fn view(&self, key: &Digest, lowers: &[PathBuf]) -> Result<PathBuf> {

@@ -291,6 +291,7 @@ fn diff_is_reproducible_and_clamps_mtimes() {
     let epoch = 1_600_000_003;
     let opts = DiffOptions {
         source_date_epoch: Some(epoch),
+        ..Default::default()
     };
     let clamped = diff_bytes(&src, &opts);
     assert_eq!(clamped, diff_bytes(&src, &opts));
