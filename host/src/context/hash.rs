@@ -128,8 +128,81 @@ impl HashMemo {
         self.entries.is_empty()
     }
 
-    /// sha256 (hex) of the regular file at physical path `rel` under `root`.
-    pub(crate) fn file_sha256(&mut self, root: &Path, rel: &str) -> Result<String> {
+    /// sha256 (hex) of each regular file `rels` names under `root`, in order. Files the memo
+    /// does not know are read and hashed on several threads (a cold context of thousands of
+    /// files is otherwise one core's work).
+    pub(crate) fn files_sha256(&mut self, root: &Path, rels: &[&str]) -> Result<Vec<String>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(HASH_THREADS);
+        let results: Vec<Result<Hashed>> = if threads < 2 || rels.len() < 2 {
+            rels.iter().map(|rel| self.hash_one(root, rel)).collect()
+        } else {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let this = &*self;
+            let mut slots: Vec<Option<Result<Hashed>>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads.min(rels.len()))
+                    .map(|_| {
+                        scope.spawn(|| {
+                            let mut done = Vec::new();
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some(rel) = rels.get(i) else { break };
+                                done.push((i, this.hash_one(root, rel)));
+                            }
+                            done
+                        })
+                    })
+                    .collect();
+                let mut slots: Vec<Option<Result<Hashed>>> = rels.iter().map(|_| None).collect();
+                for w in workers {
+                    for (i, r) in w.join().expect("a hashing thread does not panic") {
+                        slots[i] = Some(r);
+                    }
+                }
+                slots
+            });
+            slots
+                .iter_mut()
+                .map(|s| s.take().expect("every file was hashed"))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(rels.len());
+        for r in results {
+            match r? {
+                Hashed::Memo(sha) => {
+                    self.stats.hits += 1;
+                    out.push(sha);
+                }
+                Hashed::Read {
+                    key,
+                    keep,
+                    sha,
+                    bytes,
+                } => {
+                    self.stats.misses += 1;
+                    self.stats.bytes_hashed += bytes;
+                    match keep {
+                        Some(entry) => {
+                            self.entries.insert(key, entry);
+                            self.dirty = true;
+                        }
+                        None => {
+                            if self.entries.remove(&key).is_some() {
+                                self.dirty = true;
+                            }
+                        }
+                    }
+                    out.push(sha);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One file's digest: from the memo when every stat field matches, else read and hashed
+    /// (with the entry to remember, when the file is not racy).
+    fn hash_one(&self, root: &Path, rel: &str) -> Result<Hashed> {
         let started = SystemTime::now();
         let (mut f, md) = resolve::open_regular(root, rel)?;
         let key = root.join(rel).to_string_lossy().into_owned();
@@ -137,11 +210,11 @@ impl HashMemo {
         if let Some(e) = self.entries.get(&key)
             && same_stat(e, &stat)
         {
-            self.stats.hits += 1;
-            return Ok(e.sha256.clone());
+            return Ok(Hashed::Memo(e.sha256.clone()));
         }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
+        let mut bytes = 0u64;
         loop {
             let n = match f.read(&mut buf) {
                 Ok(0) => break,
@@ -150,29 +223,43 @@ impl HashMemo {
                 Err(e) => return Err(e).with_context(|| format!("reading {}", key)),
             };
             h.update(&buf[..n]);
-            self.stats.bytes_hashed += n as u64;
+            bytes += n as u64;
         }
-        self.stats.misses += 1;
         let sha = hex::encode(h.finalize());
         let after = stat_of(&f.metadata()?);
         let racy_limit = started
             .checked_sub(RACY_WINDOW)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos() as i128);
-        if same_stat(&after, &stat) && stat.ctime_ns < racy_limit && stat.mtime_ns < racy_limit {
-            self.entries.insert(
-                key,
-                MemoEntry {
+        let keep =
+            (same_stat(&after, &stat) && stat.ctime_ns < racy_limit && stat.mtime_ns < racy_limit)
+                .then(|| MemoEntry {
                     sha256: sha.clone(),
                     ..stat
-                },
-            );
-            self.dirty = true;
-        } else if self.entries.remove(&key).is_some() {
-            self.dirty = true;
-        }
-        Ok(sha)
+                });
+        Ok(Hashed::Read {
+            key,
+            keep,
+            sha,
+            bytes,
+        })
     }
+}
+
+/// At most this many threads hash one COPY's files.
+const HASH_THREADS: usize = 8;
+
+/// One file's digest, and what the memo learns from it.
+enum Hashed {
+    /// From the memo.
+    Memo(String),
+    /// Read and hashed; `keep` is the entry to remember (None: forget any old one).
+    Read {
+        key: String,
+        keep: Option<MemoEntry>,
+        sha: String,
+        bytes: u64,
+    },
 }
 
 fn stat_of(md: &fs::Metadata) -> MemoEntry {
@@ -225,6 +312,13 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
 /// order: relative path, file type and mode bits, uid/gid, symlink target, device number and
 /// file content. Mtimes are not part of it.
 pub(crate) fn digest(root: &Path, matches: &[Match], memo: &mut HashMemo) -> Result<String> {
+    let files: Vec<&str> = matches
+        .iter()
+        .flat_map(|m| &m.entries)
+        .filter(|e| e.kind == FileKind::File)
+        .map(|e| e.physical.as_str())
+        .collect();
+    let mut shas = memo.files_sha256(root, &files)?.into_iter();
     let mut h = Sha256::new();
     field(&mut h, b"wbuild-context-v1");
     for m in matches {
@@ -239,7 +333,7 @@ pub(crate) fn digest(root: &Path, matches: &[Match], memo: &mut HashMemo) -> Res
             h.update(e.gid.to_le_bytes());
             match e.kind {
                 FileKind::File => {
-                    let sha = memo.file_sha256(root, &e.physical)?;
+                    let sha = shas.next().expect("a digest for every file");
                     field(&mut h, sha.as_bytes());
                 }
                 FileKind::Symlink => {
