@@ -99,8 +99,8 @@ impl<'a> Builder<'a> {
         progress: Arc<Progress>,
     ) -> anyhow::Result<Self> {
         let context = Context::open(context_dir)?;
-        let memo =
-            HashMemo::load(&store.context_memo_path()).unwrap_or_else(|_| HashMemo::in_memory());
+        let memo = HashMemo::load(&store.context_memo_path(context_dir))
+            .unwrap_or_else(|_| HashMemo::in_memory());
         Ok(Builder {
             store,
             context,

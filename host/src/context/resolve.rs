@@ -127,6 +127,9 @@ pub(crate) fn entry_for(root: &Path, phys: &str, rel: &str, md: &Metadata) -> Re
         size: if kind == FileKind::File { md.size() } else { 0 },
         rdev: md.rdev(),
         mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+        dev: md.dev(),
+        ino: md.ino(),
+        ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
         link_target,
     })
 }
@@ -154,15 +157,21 @@ pub(crate) fn walk(
     let dir_path = abs(root, phys_dir);
     let mut names = Vec::new();
     for e in fs::read_dir(&dir_path).with_context(|| format!("reading {}", dir_path.display()))? {
-        names.push(utf8(&e?.file_name(), &dir_path)?);
+        let e = e?;
+        // fstatat on the open directory: no lookup of the whole path per entry.
+        let md = match e.metadata() {
+            Ok(md) => md,
+            Err(err) if not_found(&err) => continue, // vanished during the walk
+            Err(err) => {
+                return Err(err).with_context(|| format!("stat {}", e.path().display()));
+            }
+        };
+        names.push((utf8(&e.file_name(), &dir_path)?, md));
     }
-    names.sort_unstable();
-    for name in names {
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, md) in names {
         let phys = join(phys_dir, &name);
         let rel = join(rel_dir, &name);
-        let Some(md) = lstat(root, &phys)? else {
-            continue; // vanished during the walk
-        };
         let is_dir = md.is_dir();
         let ig = f.ignore.is_excluded(&phys, is_dir);
         let ex_rel = join(f.exclude_prefix, &rel);

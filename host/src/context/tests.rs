@@ -346,6 +346,31 @@ fn memo_skips_reads_but_not_changes() {
 }
 
 #[test]
+fn memo_file_keeps_names_with_spaces_and_leaves_out_newlines() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "a b  c", "spaces");
+    write(d.path(), "new\nline", "newline");
+    std::thread::sleep(RACY_WINDOW * 2);
+    let ctx = Context::open(d.path()).unwrap();
+    let m = ctx.resolve_sources(&s(&["."]), &[]).unwrap();
+    let memo_file = d.path().join("state/memo");
+    let mut memo = HashMemo::load(&memo_file).unwrap();
+    let d0 = ctx.digest(&m, &mut memo).unwrap();
+    assert_eq!(memo.len(), 2);
+    memo.save().unwrap();
+    // Reloaded: the spaced name is a hit, the newline one (never written) is read again.
+    let mut memo = HashMemo::load(&memo_file).unwrap();
+    assert_eq!(memo.len(), 1);
+    assert_eq!(ctx.digest(&m, &mut memo).unwrap(), d0);
+    assert_eq!(memo.stats().hits, 1);
+    assert_eq!(memo.stats().bytes_hashed, "newline".len() as u64);
+    // A line that does not parse makes the whole file an empty memo, not an error.
+    let text = fs::read_to_string(&memo_file).unwrap();
+    fs::write(&memo_file, text.replacen(' ', "x", 1) + "\n").unwrap();
+    assert!(HashMemo::load(&memo_file).unwrap().is_empty());
+}
+
+#[test]
 fn open_canonicalizes_and_loads_rules() {
     let d = sample();
     write(d.path(), ".dockerignore", "*.md\n");

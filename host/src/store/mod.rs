@@ -13,7 +13,7 @@
 //! exec/                the sandbox's state: runc's root and the bundles of running steps
 //! cache-mounts/<hex>   `RUN --mount=type=cache` directories, by id
 //! registry-sources/<hex>  repositories a blob was pulled from (for cross-repository mounts)
-//! cache/context-hashes.json  the build context's content-hash memo
+//! cache/context-hashes/     the build contexts' content-hash memos (one file per context)
 //! cache/frontends/     compiled frontend components
 //! ```
 //! Every other module asks the store for these paths; none spells them out.
@@ -37,6 +37,7 @@ mod sources;
 #[cfg(test)]
 mod tests;
 
+use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
@@ -218,9 +219,18 @@ impl Store {
         self.root.join("registry-sources")
     }
 
-    /// The build context's content-hash memo file.
-    pub fn context_memo_path(&self) -> PathBuf {
-        self.cache_dir().join("context-hashes.json")
+    /// The content-hash memo of the build context at `context_dir`: one file per context
+    /// directory, so a build reads only the entries of its own context.
+    pub fn context_memo_path(&self, context_dir: &Path) -> PathBuf {
+        let dir = std::path::absolute(context_dir).unwrap_or_else(|_| context_dir.to_path_buf());
+        let h = Sha256::digest(dir.as_os_str().as_encoded_bytes());
+        self.context_memo_dir()
+            .join(format!("{}.memo", hex::encode(&h[..16])))
+    }
+
+    /// Where the build contexts' content-hash memos are.
+    pub fn context_memo_dir(&self) -> PathBuf {
+        self.cache_dir().join("context-hashes")
     }
 
     /// Where compiled frontend components are cached.
