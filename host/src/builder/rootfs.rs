@@ -146,7 +146,7 @@ impl Builder<'_> {
         };
         if stats.whiteouts == 0 && stats.opaque_dirs == 0 {
             let tree = staging.keep();
-            if stacks.adopt(&layer.diff_id, &tree)? {
+            if stacks.adopt(&layer.diff_id, &tree).unwrap_or(false) {
                 return Ok(Some(layer));
             }
             let _rm = crate::progress::profile::span("copy: remove staging");
