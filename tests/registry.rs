@@ -6,155 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use common::Wbuild;
-
-/// A running registry, killed when dropped.
-struct Registry {
-    child: Child,
-    /// `127.0.0.1:PORT`
-    addr: String,
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    /// Starts a registry; with `user`, only that user (password `password`) may use it.
-    /// None (after printing why) when docker-registry is missing outside CI.
-    fn start(user: Option<(&str, &str)>) -> Option<Registry> {
-        Registry::start_with(user, false)
-    }
-
-    /// Like [`Registry::start`]; with `tls`, it serves HTTPS with a fresh self-signed
-    /// certificate (made with openssl).
-    fn start_with(user: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
-        if !common::have_tool("docker-registry") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {addr}\n  secret: wbuild-test\n",
-            dir.path().join("data").display()
-        );
-        if tls {
-            if !common::have_tool("openssl") {
-                return None;
-            }
-            let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-            let out = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                ])
-                .args(["-subj", "/CN=localhost", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            config += &format!(
-                "  tls:\n    certificate: {}\n    key: {}\n",
-                cert.display(),
-                key.display()
-            );
-        }
-        if let Some((u, p)) = user {
-            if !common::have_tool("htpasswd") {
-                return None;
-            }
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", u, p])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "htpasswd failed");
-            let file = dir.path().join("htpasswd");
-            std::fs::write(&file, &out.stdout).unwrap();
-            config += &format!(
-                "auth:\n  htpasswd:\n    realm: wbuild-test\n    path: {}\n",
-                file.display()
-            );
-        }
-        let cfg = dir.path().join("config.yml");
-        std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&cfg)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let reg = Registry { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(&reg.addr, "GET", "/v2/", "", &[]).is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not start: {}",
-                std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(reg)
-    }
-
-    /// `ADDR/repo`
-    fn name(&self, repo: &str) -> String {
-        format!("{}/{repo}", self.addr)
-    }
-
-    /// The file the registry keeps blob `digest` in.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A minimal HTTP/1.1 request; returns the status code, None if nothing answers.
-fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> Option<u16> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !content_type.is_empty() {
-        req += &format!("Content-Type: {content_type}\r\n");
-    }
-    req += "\r\n";
-    s.write_all(req.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    resp.split_whitespace().nth(1)?.parse().ok()
-}
+use common::registry::{Registry, http};
 
 /// A store with the busybox base imported as `name` (and pushed there when `push`).
 fn store_with_base(name: &str) -> Option<Wbuild> {
@@ -203,7 +59,7 @@ fn manifest_digest(pinned: &str) -> &str {
 
 #[test]
 fn pull_then_build_from_the_pulled_base() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     let base = reg.name("test/bb:1");
@@ -306,7 +162,7 @@ fn pull_then_build_from_the_pulled_base() {
 
 #[test]
 fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     if !common::have_tool("skopeo") {
@@ -419,7 +275,7 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
 
 #[test]
 fn build_cache_round_trip_between_empty_stores() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     if !common::have_tool("runc") {
@@ -498,7 +354,7 @@ fn build_cache_round_trip_between_empty_stores() {
 
 #[test]
 fn multi_platform_index_picks_the_platform() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     // Two single-platform images (no RUN, so no sandbox needed), pushed by tag.
@@ -595,7 +451,7 @@ fn multi_platform_index_picks_the_platform() {
 
 #[test]
 fn pull_flag_re_resolves_a_moved_tag() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     let tag = reg.name("moving/base:1");
@@ -649,7 +505,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn a_damaged_blob_in_the_registry_is_rejected_and_nothing_is_kept() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     let base = reg.name("test/bb:1");
@@ -690,7 +546,7 @@ fn a_damaged_blob_in_the_registry_is_rejected_and_nothing_is_kept() {
 
 #[test]
 fn login_is_needed_for_a_registry_with_basic_auth() {
-    let Some(reg) = Registry::start(Some(("alice", "s3cret"))) else {
+    let Some(reg) = Registry::start_with(Some(("alice", "s3cret")), false) else {
         return;
     };
     let docker_config = tempfile::tempdir().unwrap();
@@ -840,7 +696,7 @@ fn a_store_image_for_another_platform_is_looked_up_and_the_error_says_so() {
 
 #[test]
 fn docker_v2_images_are_pulled_and_built_on() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     if !common::have_tool("skopeo") {
@@ -915,7 +771,7 @@ fn docker_v2_images_are_pulled_and_built_on() {
 
 #[test]
 fn a_frontend_pushed_to_a_registry_is_selected_by_syntax_and_pinned() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start() else {
         return;
     };
     // The extended-syntax frontend as built for embedding, published as a wasm artifact.

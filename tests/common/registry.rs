@@ -1,9 +1,10 @@
 //! A throwaway image registry for the end-to-end tests: Debian's `docker-registry` on a free
-//! port of 127.0.0.1, its storage in a temp dir, killed when dropped; and a minimal HTTP
-//! client for what the tests ask of it directly.
+//! port of 127.0.0.1, its storage in a temp dir, optionally with basic auth and TLS, killed
+//! when dropped; and a minimal HTTP client for what the tests ask of it directly.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,13 @@ pub struct Registry {
 impl Registry {
     /// None (after printing why) when docker-registry is missing outside CI.
     pub fn start() -> Option<Registry> {
+        Registry::start_with(None, false)
+    }
+
+    /// Like [`Registry::start`]; with `user`, only that user (and password) may use it
+    /// (htpasswd basic auth); with `tls`, it serves HTTPS with a fresh self-signed certificate
+    /// (made with openssl).
+    pub fn start_with(user: Option<(&str, &str)>, tls: bool) -> Option<Registry> {
         if !super::have_tool("docker-registry") {
             return None;
         }
@@ -28,11 +36,53 @@ impl Registry {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let config = format!(
+        let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
              http:\n  addr: {addr}\n  secret: wbuild-test\n",
             dir.path().join("data").display()
         );
+        if tls {
+            if !super::have_tool("openssl") {
+                return None;
+            }
+            let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            config += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        if let Some((u, p)) = user {
+            if !super::have_tool("htpasswd") {
+                return None;
+            }
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, &out.stdout).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: wbuild-test\n    path: {}\n",
+                file.display()
+            );
+        }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -57,6 +107,18 @@ impl Registry {
         Some(reg)
     }
 
+    /// The file the registry keeps blob `digest` in.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// `ADDR/repo`
     pub fn name(&self, repo: &str) -> String {
         format!("{}/{repo}", self.addr)
     }

@@ -134,29 +134,21 @@ impl Builder<'_> {
         &self,
         staging: tempfile::TempDir,
     ) -> anyhow::Result<Option<LayerRef>> {
-        let Some(stacks) = self.stacks() else {
-            let layer = self.layer_from(staging.path());
-            let _rm = crate::progress::profile::span("copy: remove staging");
-            drop(staging);
-            return layer;
-        };
-        let (layer, stats) = self.write_layer(staging.path(), None, true)?;
-        let Some(layer) = layer else {
-            return Ok(None);
-        };
-        if stats.whiteouts == 0 && stats.opaque_dirs == 0 {
+        let (layer, stats) = self.write_layer(staging.path(), None, self.stacks().is_some())?;
+        let plain = stats.whiteouts == 0 && stats.opaque_dirs == 0;
+        if let (Some(stacks), Some(l), true) = (self.stacks(), &layer, plain) {
             let tree = staging.keep();
-            if stacks.adopt(&layer.diff_id, &tree).unwrap_or(false) {
-                return Ok(Some(layer));
+            if stacks.adopt(&l.diff_id, &tree).unwrap_or(false) {
+                return Ok(layer);
             }
             let _rm = crate::progress::profile::span("copy: remove staging");
             std::fs::remove_dir_all(&tree)
                 .with_context(|| format!("removing {}", tree.display()))?;
-            return Ok(Some(layer));
+        } else {
+            let _rm = crate::progress::profile::span("copy: remove staging");
+            drop(staging);
         }
-        let _rm = crate::progress::profile::span("copy: remove staging");
-        drop(staging);
-        Ok(Some(layer))
+        Ok(layer)
     }
 
     /// The filesystem a RUN's upper dir was mounted over, when the snapshotter is

@@ -1,17 +1,15 @@
 //! Content hashing of COPY sources for cache keys, and [`HashMemo`], the stat-keyed memo of
 //! file content digests that lets an unchanged context be hashed without reading it again.
 //!
-//! A memo entry is reused only when *every* stat field matches: (path, dev, ino, size, mtime ns,
-//! ctime ns). A write always moves ctime, which user space cannot set back, so restoring mtime
-//! does not fool it. Entries for files changed within [`RACY_WINDOW`] of the hash are not kept
-//! (a write in the same filesystem clock tick could leave every stat field unchanged).
+//! An entry is keyed by the file's path and reused only when its whole [`FileStat`] (dev, ino,
+//! size, mtime ns, ctime ns) matches; what may be remembered follows
+//! [`FileStat::rememberable`] (never a file changed within 50 ms of its read).
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest as _, Sha256};
@@ -19,20 +17,14 @@ use sha2::{Digest as _, Sha256};
 use super::resolve::{self, os_bytes};
 use super::{FileKind, Match};
 
-/// Files whose ctime is this close to "now" are hashed but not memoized. Kernel file
-/// timestamps come from a coarse clock (one tick, at most 10 ms at HZ=100).
-pub const RACY_WINDOW: Duration = Duration::from_millis(50);
+use crate::sys::FileStat;
 
 /// First line of a memo file; a file with another first line is an empty memo.
 const MEMO_HEADER: &str = "wbuild-context-memo 2";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MemoEntry {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    stat: FileStat,
     sha256: String,
 }
 
@@ -102,7 +94,7 @@ impl HashMemo {
             data.extend_from_slice(
                 format!(
                     "{} {} {} {} {} {} {path}\n",
-                    e.sha256, e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns
+                    e.sha256, e.stat.dev, e.stat.ino, e.stat.size, e.stat.mtime_ns, e.stat.ctime_ns
                 )
                 .as_bytes(),
             );
@@ -144,14 +136,14 @@ impl HashMemo {
     pub(crate) fn files_sha256(
         &mut self,
         root: &Path,
-        rels: &[(&str, Option<Seen>)],
+        rels: &[(&str, FileStat)],
     ) -> Result<Vec<String>> {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(HASH_THREADS);
         let results: Vec<Result<Hashed>> = if threads < 2 || rels.len() < 2 {
             rels.iter()
-                .map(|(rel, seen)| self.hash_one(root, rel, seen.as_ref()))
+                .map(|(rel, seen)| self.hash_one(root, rel, seen))
                 .collect()
         } else {
             let next = std::sync::atomic::AtomicUsize::new(0);
@@ -166,7 +158,7 @@ impl HashMemo {
                                 let Some((rel, seen)) = rels.get(i) else {
                                     break;
                                 };
-                                done.push((i, this.hash_one(root, rel, seen.as_ref())));
+                                done.push((i, this.hash_one(root, rel, seen)));
                             }
                             done
                         })
@@ -218,23 +210,22 @@ impl HashMemo {
         Ok(out)
     }
 
-    /// One file's digest: from the memo when every stat field matches, else read and hashed
-    /// (with the entry to remember, when the file is not racy).
-    fn hash_one(&self, root: &Path, rel: &str, seen: Option<&Seen>) -> Result<Hashed> {
-        if let Some(seen) = seen {
-            let key = root.join(rel).to_string_lossy().into_owned();
-            if let Some(e) = self.entries.get(&key)
-                && same_stat(e, &seen.0)
-            {
-                return Ok(Hashed::Memo(e.sha256.clone()));
-            }
+    /// One file's digest: from the memo when an entry matches the stat the walk saw (`seen`)
+    /// or the open file's, else read and hashed (with the entry to remember, when the file is
+    /// not racy).
+    fn hash_one(&self, root: &Path, rel: &str, seen: &FileStat) -> Result<Hashed> {
+        let key = root.join(rel).to_string_lossy().into_owned();
+        let remembered = self.entries.get(&key);
+        if let Some(e) = remembered
+            && e.stat == *seen
+        {
+            return Ok(Hashed::Memo(e.sha256.clone()));
         }
         let started = SystemTime::now();
         let (mut f, md) = resolve::open_regular(root, rel)?;
-        let key = root.join(rel).to_string_lossy().into_owned();
-        let stat = stat_of(&md);
-        if let Some(e) = self.entries.get(&key)
-            && same_stat(e, &stat)
+        let stat = FileStat::of(&md);
+        if let Some(e) = remembered
+            && e.stat == stat
         {
             return Ok(Hashed::Memo(e.sha256.clone()));
         }
@@ -252,38 +243,16 @@ impl HashMemo {
             bytes += n as u64;
         }
         let sha = hex::encode(h.finalize());
-        let after = stat_of(&f.metadata()?);
-        let racy_limit = started
-            .checked_sub(RACY_WINDOW)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i128);
-        let keep =
-            (same_stat(&after, &stat) && stat.ctime_ns < racy_limit && stat.mtime_ns < racy_limit)
-                .then(|| MemoEntry {
-                    sha256: sha.clone(),
-                    ..stat
-                });
+        let after = FileStat::of(&f.metadata()?);
+        let keep = stat.rememberable(&after, started).then(|| MemoEntry {
+            stat,
+            sha256: sha.clone(),
+        });
         Ok(Hashed::Read {
             key,
             keep,
             sha,
             bytes,
-        })
-    }
-}
-
-/// What a directory walk's `lstat` saw of a file: the stat fields a memo entry must match.
-pub(crate) struct Seen(MemoEntry);
-
-impl Seen {
-    pub(crate) fn of(e: &super::Entry) -> Seen {
-        Seen(MemoEntry {
-            dev: e.dev,
-            ino: e.ino,
-            size: e.size,
-            mtime_ns: e.mtime_ns,
-            ctime_ns: e.ctime_ns,
-            sha256: String::new(),
         })
     }
 }
@@ -320,34 +289,17 @@ fn parse_memo(bytes: &[u8]) -> Option<HashMap<String, MemoEntry>> {
         }
         let e = MemoEntry {
             sha256: sha256.to_string(),
-            dev: f.next()?.parse().ok()?,
-            ino: f.next()?.parse().ok()?,
-            size: f.next()?.parse().ok()?,
-            mtime_ns: f.next()?.parse().ok()?,
-            ctime_ns: f.next()?.parse().ok()?,
+            stat: FileStat {
+                dev: f.next()?.parse().ok()?,
+                ino: f.next()?.parse().ok()?,
+                size: f.next()?.parse().ok()?,
+                mtime_ns: f.next()?.parse().ok()?,
+                ctime_ns: f.next()?.parse().ok()?,
+            },
         };
         entries.insert(f.next()?.to_string(), e);
     }
     Some(entries)
-}
-
-fn stat_of(md: &fs::Metadata) -> MemoEntry {
-    MemoEntry {
-        dev: md.dev(),
-        ino: md.ino(),
-        size: md.size(),
-        mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-        ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-        sha256: String::new(),
-    }
-}
-
-fn same_stat(a: &MemoEntry, b: &MemoEntry) -> bool {
-    a.dev == b.dev
-        && a.ino == b.ino
-        && a.size == b.size
-        && a.mtime_ns == b.mtime_ns
-        && a.ctime_ns == b.ctime_ns
 }
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File)> {
@@ -381,11 +333,11 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
 /// order: relative path, file type and mode bits, uid/gid, symlink target, device number and
 /// file content. Mtimes are not part of it.
 pub(crate) fn digest(root: &Path, matches: &[Match], memo: &mut HashMemo) -> Result<String> {
-    let files: Vec<(&str, Option<Seen>)> = matches
+    let files: Vec<(&str, FileStat)> = matches
         .iter()
         .flat_map(|m| &m.entries)
         .filter(|e| e.kind == FileKind::File)
-        .map(|e| (e.physical.as_str(), Some(Seen::of(e))))
+        .map(|e| (e.physical.as_str(), e.stat))
         .collect();
     let mut shas = memo.files_sha256(root, &files)?.into_iter();
     let mut h = Sha256::new();

@@ -49,10 +49,8 @@ pub struct Entry {
     pub size: u64,
     pub rdev: u64,
     pub mtime_ns: i128,
-    /// The rest of what the walk's `lstat` saw, for the hash memo: device, inode and ctime.
-    pub dev: u64,
-    pub ino: u64,
-    pub ctime_ns: i128,
+    /// What the walk's `lstat` saw, for the hash memo.
+    pub stat: crate::sys::FileStat,
     /// Target of a symlink, as stored in the link (copied verbatim, never followed).
     pub link_target: Option<PathBuf>,
 }

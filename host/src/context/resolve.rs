@@ -127,9 +127,7 @@ pub(crate) fn entry_for(root: &Path, phys: &str, rel: &str, md: &Metadata) -> Re
         size: if kind == FileKind::File { md.size() } else { 0 },
         rdev: md.rdev(),
         mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-        dev: md.dev(),
-        ino: md.ino(),
-        ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+        stat: crate::sys::FileStat::of(md),
         link_target,
     })
 }

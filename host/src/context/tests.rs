@@ -5,8 +5,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::hash::{MemoStats, RACY_WINDOW};
+use super::hash::MemoStats;
 use super::*;
+use crate::sys::RACY_WINDOW;
 
 fn write(root: &Path, rel: &str, data: &str) {
     let p = root.join(rel);

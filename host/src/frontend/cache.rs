@@ -188,22 +188,23 @@ fn map_artifact(engine: &Engine, path: &Path) -> anyhow::Result<Component> {
     unsafe { Component::deserialize_file(engine, path) }.map_err(anyhow::Error::from)
 }
 
-fn engine_hash(engine: &Engine) -> String {
+/// The engine's precompile compatibility hash, folded to 64 bits.
+fn engine_hash_u64(engine: &Engine) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    format!("{:016x}", h.finish())
+    h.finish()
+}
+
+fn engine_hash(engine: &Engine) -> String {
+    format!("{:016x}", engine_hash_u64(engine))
 }
 
 /// sha256 over the component's sha256 and the engine's precompile compatibility hash.
 pub fn cache_key(engine: &Engine, digest: &[u8; 32]) -> String {
-    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
     let mut h = Sha256::new();
     h.update(b"wbuild-frontend-artifact-v2");
     h.update(digest);
-    h.update(engine_hash.finish().to_le_bytes());
+    h.update(engine_hash_u64(engine).to_le_bytes());
     hex::encode(h.finalize())
 }
 

@@ -3,62 +3,29 @@
 //! and hashing it was most of a warm load).
 //!
 //! One small JSON file per frontend path, named by the sha256 of its absolute path, in the
-//! artifact cache's `files/` directory. An entry is used only when *every* stat field of the
-//! open file matches: device, inode, size, mtime and ctime in nanoseconds. A write always moves
-//! ctime, which user space cannot set back, so a changed file is always read again (the same
-//! rule as the build context's hash memo). A file changed within [`RACY_WINDOW`] of being read
-//! is not remembered: a write in the same clock tick could leave every field unchanged.
+//! artifact cache's `files/` directory. An entry is used only when the open file's whole
+//! [`FileStat`] matches (the rule of the build context's hash memo), and a digest is
+//! remembered only as [`FileStat::rememberable`] allows.
 //!
 //! The memo is only a cache: a missing, torn or foreign entry is a miss, and a failed write
 //! costs the next load a read.
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// Files whose mtime or ctime is this close to the read are not remembered. Kernel file
-/// timestamps come from a coarse clock (one tick, at most 10 ms at HZ=100).
-pub const RACY_WINDOW: Duration = Duration::from_millis(50);
+use crate::sys::FileStat;
 
-/// The stat fields an entry must match, and the digest it gives.
+/// The path and stat an entry must match, and the digest it gives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Entry {
     path: String,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    stat: FileStat,
     sha256: String,
-}
-
-impl Entry {
-    fn of(path: &Path, md: &fs::Metadata) -> Entry {
-        Entry {
-            path: path.to_string_lossy().into_owned(),
-            dev: md.dev(),
-            ino: md.ino(),
-            size: md.size(),
-            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-            sha256: String::new(),
-        }
-    }
-
-    fn same_file(&self, other: &Entry) -> bool {
-        Entry {
-            sha256: String::new(),
-            ..self.clone()
-        } == Entry {
-            sha256: String::new(),
-            ..other.clone()
-        }
-    }
 }
 
 /// Remembered digests of frontend files, in `dir` (none: nothing is remembered).
@@ -81,7 +48,7 @@ impl FileDigests {
     pub fn lookup(&self, path: &Path, md: &fs::Metadata) -> Option<[u8; 32]> {
         let bytes = fs::read(self.entry_path(path)?).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
-        if !entry.same_file(&Entry::of(path, md)) {
+        if entry.path != path.to_string_lossy() || entry.stat != FileStat::of(md) {
             return None;
         }
         hex::decode(&entry.sha256).ok()?.try_into().ok()
@@ -100,21 +67,15 @@ impl FileDigests {
         let Some(file) = self.entry_path(path) else {
             return;
         };
-        let entry = Entry::of(path, before);
-        let racy_limit = started
-            .checked_sub(RACY_WINDOW)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos() as i128);
-        if !entry.same_file(&Entry::of(path, after))
-            || entry.mtime_ns >= racy_limit
-            || entry.ctime_ns >= racy_limit
-        {
+        let stat = FileStat::of(before);
+        if !stat.rememberable(&FileStat::of(after), started) {
             let _ = fs::remove_file(&file);
             return;
         }
         let entry = Entry {
+            path: path.to_string_lossy().into_owned(),
+            stat,
             sha256: hex::encode(digest),
-            ..entry
         };
         let _ = write_replace(&file, &serde_json::to_vec(&entry).unwrap_or_default());
     }
@@ -139,7 +100,10 @@ fn write_replace(file: &Path, data: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::sys::RACY_WINDOW;
 
     fn old_file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
         let p = dir.join(name);

@@ -409,7 +409,7 @@ mod tests {
         let rt = Runtime::new(Some(dir.path().join("cache")), Limits::default()).unwrap();
         let file = dir.path().join("fe.wasm");
         std::fs::write(&file, embedded::DOCKERFILE.bytes).unwrap();
-        std::thread::sleep(file_digest::RACY_WINDOW * 2);
+        std::thread::sleep(crate::sys::RACY_WINDOW * 2);
         let digest = |b: &[u8]| sha256_text(&Sha256::digest(b).into());
 
         let fe = rt.load_file(&file).unwrap();

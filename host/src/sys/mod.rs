@@ -1,8 +1,9 @@
 //! Filesystem primitives shared by every part of the host, each in one place: the root-confined
 //! path resolver ([`resolve_in_root`]), race-free confined reads by descriptor
 //! ([`read_confined`], for `read-context-file`), C strings of paths ([`cstr`]), no-follow timestamps
-//! ([`set_times`]), in-root opens ([`openat2_in_root`]) and atomic file writes
-//! ([`write_atomic`], [`TempFile`]).
+//! ([`set_times`]), in-root opens ([`openat2_in_root`]), atomic file writes
+//! ([`write_atomic`], [`TempFile`]) and the stat identity of a file for digest memos
+//! ([`FileStat`]).
 //!
 //! Nothing here knows about images, layers or the store's layout; the store, the snapshotter,
 //! the sandbox and the exporters build on these.
@@ -10,6 +11,7 @@
 mod atomic;
 mod confined;
 mod root;
+mod stat;
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -21,6 +23,9 @@ pub(crate) use atomic::{
 };
 pub(crate) use confined::read_in_root as read_confined;
 pub(crate) use root::{Missing, resolve_in_root};
+pub(crate) use stat::FileStat;
+#[cfg(test)]
+pub(crate) use stat::RACY_WINDOW;
 
 /// A path (or file name) as a C string for libc calls; a NUL byte is an `InvalidInput` error.
 pub(crate) fn cstr(p: impl AsRef<OsStr>) -> io::Result<CString> {
