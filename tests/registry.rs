@@ -273,6 +273,12 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
     );
 }
 
+/// A name no earlier call of this process returned.
+fn rand_suffix() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[test]
 fn build_cache_round_trip_between_empty_stores() {
     let Some(reg) = Registry::start() else {
@@ -293,10 +299,17 @@ fn build_cache_round_trip_between_empty_stores() {
     let ctx = ctx.path().to_str().unwrap();
     let cache = reg.name("cache/app:buildcache");
     let local = tempfile::tempdir().unwrap();
+    // Each build also writes an OCI layout, so its `built` digest is the image as it leaves
+    // the store (compressed): the store keeps a built layer as a plain tar, a cache-imported
+    // one as the cache has it (compressed), and the two agree once compressed.
+    let out = tempfile::tempdir().unwrap();
     let build = |wb: &Wbuild, args: &[&str]| {
         let mut cmd = wb.cmd();
+        let dest = out.path().join(format!("oci-{}", rand_suffix()));
         cmd.arg("build")
             .args(args)
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", dest.display()))
             .arg(ctx)
             .env("SOURCE_DATE_EPOCH", "1700000000");
         let out = cmd.output().unwrap();

@@ -15,13 +15,18 @@ use super::{Builder, StageState};
 use crate::image::{BlobSource, manifest};
 use crate::registry::ImageName;
 use crate::snapshot::{self, DiffOptions};
+use crate::store::Digest;
 
 impl Builder<'_> {
-    /// Store the config and manifest of the target stage and name it `names`.
+    /// Store the config and manifest of the target stage and name it `names`. When one of
+    /// `outputs` takes the image out of the store compressed, the result (named, reported,
+    /// pushed) is the compressed image, so every digest the build prints is the one that
+    /// leaves; else its new layers stay plain tars.
     pub(super) fn commit_image(
         &self,
         target: &StageState,
         names: &[String],
+        outputs: &[Output],
     ) -> anyhow::Result<BuildResult> {
         let mut config = target.config.clone();
         for (k, v) in &self.opts.labels {
@@ -39,9 +44,13 @@ impl Builder<'_> {
             .collect::<Result<Vec<_>, _>>()?;
         let (_, manifest_bytes, _) =
             manifest::annotated_manifest(config_desc, layers, &self.opts.annotations)?;
-        let (md, manifest_size) = self
+        let (mut md, mut manifest_size) = self
             .store
             .put_blob_from_reader(&mut manifest_bytes.as_slice(), None)?;
+        if outputs.iter().any(Output::compresses) {
+            let e = self.compressed(&md)?;
+            (md, manifest_size) = (e.digest, e.size);
+        }
         for tag in names {
             let name = crate::image::normalize(tag).map_err(anyhow::Error::msg)?;
             self.store.set_ref(&name, &md)?;
@@ -58,6 +67,15 @@ impl Builder<'_> {
         })
     }
 
+    /// The image `digest` with its uncompressed layers compressed in `--compression`.
+    pub(super) fn compressed(
+        &self,
+        digest: &Digest,
+    ) -> anyhow::Result<crate::image::compressed::Exported> {
+        let e = crate::image::compressed::for_export(self.store, digest, self.opts.compression)?;
+        Ok(e)
+    }
+
     pub(super) fn export(
         &self,
         out: &Output,
@@ -68,7 +86,14 @@ impl Builder<'_> {
             names: self.opts.tags.clone(),
             mtime: self.opts.source_date_epoch.unwrap_or(0).max(0) as u64,
         };
-        let digest = result.manifest_digest.to_string();
+        // What leaves compressed is the compressed image (`commit_image` made it already, so
+        // this finds nothing left to do; it makes sure of it).
+        let exported = if out.compresses() {
+            self.compressed(&result.manifest_digest)?.digest
+        } else {
+            result.manifest_digest
+        };
+        let digest = exported.to_string();
         let src: &dyn BlobSource = self.store;
         match out {
             // `dest=-`: the tar goes to standard output (the CLI refused a terminal).
@@ -106,10 +131,10 @@ impl Builder<'_> {
                     bail!("pushing {name}: no registry access in this build");
                 };
                 let image = ImageName::parse(name)?;
-                let stats = reg.push(self.store, &result.manifest_digest, &image)?;
+                let stats = reg.push(self.store, &exported, &image)?;
                 self.progress.message(&format!(
-                    "pushed {image}@{} ({} blobs uploaded, {} mounted, {} already there)",
-                    result.manifest_digest, stats.uploaded, stats.mounted, stats.existing
+                    "pushed {image}@{exported} ({} blobs uploaded, {} mounted, {} already there)",
+                    stats.uploaded, stats.mounted, stats.existing
                 ));
             }
             Output::Local(p) => {

@@ -131,7 +131,7 @@ impl<'a> Builder<'a> {
         let _gc = self.store.lock_shared(Store::GC_LOCK)?;
         self.import_caches()?;
         let (results, target) = self.run_graph(graph)?;
-        let result = self.commit_image(&target, &self.opts.tags)?;
+        let result = self.commit_image(&target, &self.opts.tags, &self.opts.outputs)?;
         for out in &self.opts.outputs {
             self.export(out, &target, &result)?;
         }
@@ -185,7 +185,12 @@ impl<'a> Builder<'a> {
 
     /// `--cache-to`: `steps[i]` (sorted, deduplicated) to the i-th target.
     fn export_caches(&self, steps: Vec<Vec<(Digest, Vec<u8>)>>) -> anyhow::Result<()> {
-        for (to, mut entries) in self.opts.cache_to.iter().zip(steps) {
+        for (to, entries) in self.opts.cache_to.iter().zip(steps) {
+            // The layers leave the store compressed, as an image's do.
+            let mut entries = entries
+                .into_iter()
+                .map(|(key, record)| Ok((key, self.record_for_export(&record)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             entries.sort();
             entries.dedup();
             let n = entries.len();
@@ -295,9 +300,10 @@ impl<'a> Builder<'a> {
             let key = solve::op_cache_key(&state.key, op, &inputs);
             (key, key)
         };
-        // The same step's layer in another compression is another record; the chain of keys
-        // does not depend on compression.
-        let record = solve::record_key(&key, self.opts.compression.media_type());
+        // A step's record is its key: its layer is stored uncompressed whatever the build's
+        // `--compression` (that applies when an image leaves the store), and a record imported
+        // with a compressed layer (`--cache-from`) serves as well.
+        let record = key;
         let cache = StepCache::new(self.store);
         let mut _step_lock = None;
         let hit = if self.opts.no_cache || state.no_cache {
@@ -364,6 +370,34 @@ impl<'a> Builder<'a> {
         }
         state.key = next_key;
         Ok(())
+    }
+}
+
+impl Builder<'_> {
+    /// A cache record as `--cache-to` exports it: an uncompressed layer replaced by its
+    /// compressed blob (the build's `--compression`); a record whose layer the store no longer
+    /// has is left as it is (the export leaves it out).
+    fn record_for_export(&self, record: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut rec = CacheRecord::parse(record)?;
+        let Some(layer) = rec.layer.as_mut() else {
+            return Ok(record.to_vec());
+        };
+        let tar: Digest = layer.digest.parse()?;
+        if !crate::image::compressed::is_uncompressed(&layer.media_type)
+            || !self.store.has_blob(&tar)
+        {
+            return Ok(record.to_vec());
+        }
+        let (d, size, media_type) = crate::image::compressed::compressed_layer(
+            self.store,
+            &tar,
+            self.opts.compression,
+            false,
+        )?;
+        layer.digest = d.to_string();
+        layer.size = size;
+        layer.media_type = media_type.to_string();
+        Ok(serde_json::to_vec(&rec)?)
     }
 }
 

@@ -26,6 +26,18 @@ pub enum Output {
     Load,
 }
 
+impl Output {
+    /// Whether the image leaves the store with its layers compressed (a registry, an OCI
+    /// layout, a docker archive); `--load` sends them as the store keeps them, uncompressed,
+    /// as BuildKit's image stays uncompressed in dockerd.
+    pub fn compresses(&self) -> bool {
+        matches!(
+            self,
+            Output::Oci(_) | Output::Docker(_) | Output::Registry(_)
+        )
+    }
+}
+
 /// How to build.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -43,7 +55,9 @@ pub struct BuildOptions {
     pub platform: Platform,
     /// The build file's name, for messages.
     pub file_name: String,
-    /// How new layers are compressed (`--compression`).
+    /// How layers are compressed when the image leaves the store for a registry, an OCI
+    /// layout, a docker archive or an exported cache (`--compression`); the store keeps
+    /// them uncompressed.
     pub compression: Compression,
     /// `--ssh ID[=SOCKET]`: SSH agent sockets RUN steps may mount, by id.
     pub ssh: Vec<(String, PathBuf)>,

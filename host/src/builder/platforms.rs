@@ -165,6 +165,7 @@ pub(crate) fn build_platforms(
         builders.push(builder);
     }
     builders[0].import_caches()?;
+    let outputs = &opts.outputs;
     let outcomes: Vec<anyhow::Result<(StageState, CacheSteps, BuildResult)>> =
         std::thread::scope(|scope| {
             let handles: Vec<_> = builders
@@ -173,7 +174,7 @@ pub(crate) fn build_platforms(
                 .map(|(builder, b)| {
                     scope.spawn(move || {
                         let (results, target) = builder.run_graph(b.graph)?;
-                        let result = builder.commit_image(&target, &[])?;
+                        let result = builder.commit_image(&target, &[], outputs)?;
                         let steps = builder.cache_steps(&results, &target);
                         Ok((target, steps, result))
                     })

@@ -274,6 +274,13 @@ pub fn prune(store: &Store) -> anyhow::Result<u64> {
         }
     }
     crate::check::remove_step_locks(store)?;
+    // The compressed forms of layers: a memo whose blobs were just pruned (made again when
+    // an image needs them).
+    let variants = store.layer_variants_dir();
+    if variants.exists() {
+        std::fs::remove_dir_all(&variants)
+            .with_context(|| format!("removing {}", variants.display()))?;
+    }
     for entry in std::fs::read_dir(store.snapshots_dir())? {
         let path = entry?.path();
         freed += tree_size(&path);

@@ -39,13 +39,20 @@ pub fn push(root: &Path, reg: &Arc<Registry>, name: &str) -> anyhow::Result<()> 
     let local = catalog::lookup(&store, name)?.with_context(|| {
         format!("no image named {name} in the store; build it with -t {name} or `wbuild images` lists them")
     })?;
-    // The name's own target: an image index goes with every platform's image.
-    let stats = reg.push(&store, &local.digest, &image)?;
+    // The name's own target: an image index goes with every platform's image. Layers the
+    // store keeps uncompressed go gzip-compressed (as a build's --push does by default).
+    let pushed = crate::image::compressed::for_export(
+        &store,
+        &local.digest,
+        crate::snapshot::Compression::Gzip { level: 6 },
+    )?
+    .digest;
+    let stats = reg.push(&store, &pushed, &image)?;
     eprintln!(
-        "pushed {image}@{} ({} blobs uploaded, {} mounted, {} already there)",
-        local.digest, stats.uploaded, stats.mounted, stats.existing
+        "pushed {image}@{pushed} ({} blobs uploaded, {} mounted, {} already there)",
+        stats.uploaded, stats.mounted, stats.existing
     );
-    println!("{}", image.pinned(&local.digest.to_string()));
+    println!("{}", image.pinned(&pushed.to_string()));
     Ok(())
 }
 

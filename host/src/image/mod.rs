@@ -11,6 +11,7 @@
 //! - [`import`]: `docker save` archives (legacy and blobs layouts) and OCI layouts (tar or dir).
 //! - [`normalize`] / [`familiar`]: image names as Docker normalises and shows them.
 
+pub mod compressed;
 pub mod config;
 pub mod export;
 pub mod import;

@@ -48,17 +48,20 @@ pub struct LayerDigests {
     pub uncompressed_size: u64,
 }
 
-/// Counts and hashes everything written through it.
+/// Counts and hashes everything written through it (an uncompressed blob's bytes are the
+/// tar's, already hashed as the diff_id: `hash` is None then).
 struct HashCount<W> {
     inner: W,
-    hash: Sha256,
+    hash: Option<Sha256>,
     n: u64,
 }
 
 impl<W: Write> Write for HashCount<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&buf[..n]);
+        }
         self.n += n as u64;
         Ok(n)
     }
@@ -85,7 +88,7 @@ impl<W: Write> LayerWriter<W> {
     pub fn new(out: W, compression: Compression) -> io::Result<Self> {
         let hc = HashCount {
             inner: out,
-            hash: Sha256::new(),
+            hash: (compression != Compression::None).then(Sha256::new),
             n: 0,
         };
         let enc = match compression {
@@ -109,9 +112,13 @@ impl<W: Write> LayerWriter<W> {
             Enc::None(h) => h,
         };
         hc.flush()?;
+        let diff_id = format!("sha256:{}", hex::encode(self.diff.finalize()));
         let d = LayerDigests {
-            diff_id: format!("sha256:{}", hex::encode(self.diff.finalize())),
-            digest: format!("sha256:{}", hex::encode(hc.hash.finalize())),
+            digest: match hc.hash.take() {
+                Some(h) => format!("sha256:{}", hex::encode(h.finalize())),
+                None => diff_id.clone(),
+            },
+            diff_id,
             size: hc.n,
             uncompressed_size: self.n,
         };

@@ -60,20 +60,6 @@ pub fn stage_base_key(base: &Base, resolved: Option<&str>, platform: &Platform) 
     ])
 }
 
-/// The cache index entry of a step's result in the layer format `media_type`: the step key
-/// itself for gzip (the default), a key derived from it for any other format.
-pub fn record_key(step: &Digest, media_type: &str) -> Digest {
-    if media_type == crate::image::manifest::MEDIA_LAYER_GZIP {
-        return *step;
-    }
-    digest_of(&[
-        KEY_VERSION.as_bytes(),
-        b"record",
-        step.to_string().as_bytes(),
-        media_type.as_bytes(),
-    ])
-}
-
 /// The key of the state `parent` with an independent (`COPY --link`) layer whose own key is
 /// `layer` put on top: the layer's key does not depend on `parent`, the chain's does.
 pub fn linked_key(parent: &Digest, layer: &Digest) -> Digest {

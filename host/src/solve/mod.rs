@@ -7,7 +7,7 @@ mod keys;
 mod schedule;
 mod step_cache;
 
-pub use keys::{StepInputs, linked_key, op_cache_key, record_key, stage_base_key};
+pub use keys::{StepInputs, linked_key, op_cache_key, stage_base_key};
 pub use schedule::run_stages;
 pub(crate) use step_cache::{
     CacheRecord, LayerRef, STEP_LOCK_PREFIX, StepCache, cache_record_layer,

@@ -3,7 +3,7 @@
 //! layer blob is in the store), and the per-step lock that makes two builds running the same
 //! step wait for each other instead of running it twice.
 //!
-//! Keys come from [`super::op_cache_key`] and [`super::record_key`]; this file only stores and
+//! Keys come from [`super::op_cache_key`] (a record's key is its step's key); this file only stores and
 //! finds them. `wbuild check` reads records through [`cache_record_layer`].
 
 use anyhow::Context as _;

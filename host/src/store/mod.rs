@@ -14,6 +14,7 @@
 //! cache-mounts/<hex>   `RUN --mount=type=cache` directories, by id
 //! registry-sources/<hex>  repositories a blob was pulled from (for cross-repository mounts)
 //! cache/context-hashes/     the build contexts' content-hash memos (one file per context)
+//! cache/layer-variants/     an uncompressed layer blob → its compressed blob, per compression
 //! cache/frontends/     compiled frontend components
 //! ```
 //! Every other module asks the store for these paths; none spells them out.
@@ -231,6 +232,13 @@ impl Store {
     /// Where the build contexts' content-hash memos are.
     pub fn context_memo_dir(&self) -> PathBuf {
         self.cache_dir().join("context-hashes")
+    }
+
+    /// Where the compressed forms of uncompressed layer blobs are remembered: one file per
+    /// layer and compression, `<hex of the tar>.<compression>`, holding the compressed blob's
+    /// digest and size (see `image::compressed`).
+    pub fn layer_variants_dir(&self) -> PathBuf {
+        self.cache_dir().join("layer-variants")
     }
 
     /// Where compiled frontend components are cached.
