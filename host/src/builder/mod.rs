@@ -89,6 +89,10 @@ pub struct Builder<'a> {
     label_prefix: String,
     /// Stage slots shared with the other platforms' builders of the same build (`--jobs`).
     slots: Option<Arc<platforms::Slots>>,
+    /// How a step that runs writes its layer: in `--compression` when the result leaves the
+    /// store compressed anyway (a registry, an OCI layout, a docker archive), so the layer is
+    /// not written twice; else as a plain tar (see `image::compressed`).
+    layer_compression: crate::snapshot::Compression,
 }
 
 impl<'a> Builder<'a> {
@@ -101,6 +105,7 @@ impl<'a> Builder<'a> {
         let context = Context::open(context_dir)?;
         let memo = HashMemo::load(&store.context_memo_path(context_dir))
             .unwrap_or_else(|_| HashMemo::in_memory());
+        let layer_compression = layer_compression(&opts.outputs, opts.compression);
         Ok(Builder {
             store,
             context,
@@ -116,6 +121,7 @@ impl<'a> Builder<'a> {
             network: Default::default(),
             label_prefix: String::new(),
             slots: None,
+            layer_compression,
         })
     }
 
@@ -398,6 +404,18 @@ impl Builder<'_> {
         layer.size = size;
         layer.media_type = media_type.to_string();
         Ok(serde_json::to_vec(&rec)?)
+    }
+}
+
+/// How the steps of a build with `outputs` write their layers (see `Builder::layer_compression`).
+fn layer_compression(
+    outputs: &[Output],
+    compression: crate::snapshot::Compression,
+) -> crate::snapshot::Compression {
+    if outputs.iter().any(Output::compresses) {
+        compression
+    } else {
+        crate::snapshot::Compression::None
     }
 }
 

@@ -158,6 +158,7 @@ pub(crate) fn build_platforms(
             builder.label_prefix = format!("{} ", platform_text(&b.platform));
         }
         builder.slots = Some(slots.clone());
+        builder.layer_compression = super::layer_compression(&opts.outputs, opts.compression);
         // The context's files are hashed once for all platforms.
         if let Some(first) = builders.first() {
             builder.memo = Arc::clone(&first.memo);

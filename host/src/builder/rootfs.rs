@@ -181,9 +181,8 @@ impl Builder<'_> {
         below: Option<&Path>,
         settle_times: bool,
     ) -> anyhow::Result<(Option<LayerRef>, snapshot::DiffStats)> {
-        // Layers are stored as plain tars and compressed only when an image leaves the store
-        // (`image::compressed`), as BuildKit keeps a layer that stays in dockerd.
-        let compression = snapshot::Compression::None;
+        // A plain tar unless the result leaves the store compressed (`layer_compression`).
+        let compression = self.layer_compression;
         let diff = crate::progress::profile::span("layer: diff+hash");
         let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
         let stats = snapshot::diff_upper_over(

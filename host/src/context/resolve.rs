@@ -144,13 +144,46 @@ pub(crate) struct Filters<'a> {
 
 /// Appends the entries below physical directory `phys_dir` (named `rel_dir` relative to the
 /// source) in name order. Excluded directories are skipped when no re-include could reach
-/// inside them, otherwise they appear only if something inside them is included.
+/// inside them, otherwise they appear only if something inside them is included. From the
+/// first directory with two subdirectories or more on, the subtrees are walked on several
+/// threads (the walk is mostly `statx`; the result is in the same order either way).
 pub(crate) fn walk(
     root: &Path,
     f: &Filters<'_>,
     phys_dir: &str,
     rel_dir: &str,
     out: &mut Vec<Entry>,
+) -> Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(WALK_THREADS);
+    walk_in(root, f, phys_dir, rel_dir, out, threads)
+}
+
+/// At most this many threads walk one source.
+const WALK_THREADS: usize = 4;
+
+/// What one directory entry contributes to a walk.
+enum Item {
+    /// A file, symlink or other non-directory that is not excluded.
+    Leaf(Entry),
+    /// A directory to descend into; `hidden`: excluded itself, so it appears only if something
+    /// inside it is included.
+    Dir {
+        entry: Entry,
+        phys: String,
+        rel: String,
+        hidden: bool,
+    },
+}
+
+fn walk_in(
+    root: &Path,
+    f: &Filters<'_>,
+    phys_dir: &str,
+    rel_dir: &str,
+    out: &mut Vec<Entry>,
+    threads: usize,
 ) -> Result<()> {
     let dir_path = abs(root, phys_dir);
     let mut names = Vec::new();
@@ -167,6 +200,7 @@ pub(crate) fn walk(
         names.push((utf8(&e.file_name(), &dir_path)?, md));
     }
     names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut items = Vec::with_capacity(names.len());
     for (name, md) in names {
         let phys = join(phys_dir, &name);
         let rel = join(rel_dir, &name);
@@ -178,17 +212,88 @@ pub(crate) fn walk(
             if (ig && f.ignore.can_skip_dir(&phys)) || (ex && f.excludes.can_skip_dir(&ex_rel)) {
                 continue;
             }
-            let mark = out.len();
-            out.push(entry_for(root, &phys, &rel, &md)?);
-            walk(root, f, &phys, &rel, out)?;
-            if (ig || ex) && out.len() == mark + 1 {
-                out.pop();
-            }
+            let entry = entry_for(root, &phys, &rel, &md)?;
+            items.push(Item::Dir {
+                entry,
+                phys,
+                rel,
+                hidden: ig || ex,
+            });
         } else if !(ig || ex) {
-            out.push(entry_for(root, &phys, &rel, &md)?);
+            items.push(Item::Leaf(entry_for(root, &phys, &rel, &md)?));
+        }
+    }
+    let dirs: Vec<(&str, &str)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Dir { phys, rel, .. } => Some((phys.as_str(), rel.as_str())),
+            Item::Leaf(_) => None,
+        })
+        .collect();
+    let mut inside: Vec<Vec<Entry>> = if threads > 1 && dirs.len() >= 2 {
+        walk_subtrees(root, f, &dirs, threads)?
+    } else {
+        dirs.iter()
+            .map(|(phys, rel)| {
+                let mut v = Vec::new();
+                walk_in(root, f, phys, rel, &mut v, threads).map(|()| v)
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut inside = inside.drain(..);
+    for item in items {
+        match item {
+            Item::Leaf(e) => out.push(e),
+            Item::Dir { entry, hidden, .. } => {
+                let below = inside.next().expect("one walk per directory");
+                if hidden && below.is_empty() {
+                    continue;
+                }
+                out.push(entry);
+                out.extend(below);
+            }
         }
     }
     Ok(())
+}
+
+/// The walks of `dirs` (physical, relative), each on its own, on up to `threads` threads
+/// taking the next directory as they finish one; results in the order of `dirs`.
+fn walk_subtrees(
+    root: &Path,
+    f: &Filters<'_>,
+    dirs: &[(&str, &str)],
+    threads: usize,
+) -> Result<Vec<Vec<Entry>>> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut slots: Vec<Option<Result<Vec<Entry>>>> = (0..dirs.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(dirs.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((phys, rel)) = dirs.get(i) else {
+                            return done;
+                        };
+                        let mut v = Vec::new();
+                        done.push((i, walk_in(root, f, phys, rel, &mut v, 1).map(|()| v)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            for (i, r) in w.join().expect("a walking thread does not panic") {
+                slots[i] = Some(r);
+            }
+        }
+    });
+    // Every index was taken by a thread; the first error in order is the one reported.
+    slots
+        .into_iter()
+        .map(|s| s.expect("every directory is walked"))
+        .collect()
 }
 
 /// Whether physical path `phys` is visible through the ignore rules: not excluded, or an
