@@ -184,7 +184,8 @@ impl Builder<'_> {
         // A plain tar unless the result leaves the store compressed (`layer_compression`).
         let compression = self.layer_compression;
         let diff = crate::progress::profile::span("layer: diff+hash");
-        let mut w = LayerWriter::new(self.store.blob_writer()?, compression)?;
+        // The LayerWriter hashes what it writes (the blob digest): the blob writer need not.
+        let mut w = LayerWriter::new(self.store.blob_writer_unhashed()?, compression)?;
         let stats = snapshot::diff_upper_over(
             upper,
             &mut w,
@@ -201,7 +202,7 @@ impl Builder<'_> {
         drop(diff);
         let _blob = crate::progress::profile::span("layer: blob fsync");
         // Made durable by the syncfs before the step's cache record (put_cache_synced).
-        let (digest, size) = blob.finish_unsynced(None)?;
+        let (digest, size) = blob.finish_unsynced(Some(&digests.digest.parse()?))?;
         let layer = LayerRef {
             digest: digest.to_string(),
             diff_id: digests.diff_id,

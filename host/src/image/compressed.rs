@@ -88,7 +88,8 @@ pub fn compressed_layer(
     let src = store
         .open_blob(tar)
         .with_context(|| format!("layer {tar} is not in the store; `wbuild check` finds why"))?;
-    let mut w = LayerWriter::new(store.blob_writer()?, c)?;
+    // The LayerWriter hashes what it writes (the blob digest): the blob writer need not.
+    let mut w = LayerWriter::new(store.blob_writer_unhashed()?, c)?;
     copy_large(src, &mut w).with_context(|| format!("compressing layer {tar}"))?;
     let (digests, blob) = w.finish()?;
     if digests.diff_id != tar.to_string() {
@@ -98,7 +99,7 @@ pub fn compressed_layer(
             digests.diff_id
         );
     }
-    let (d, size) = blob.finish(None)?;
+    let (d, size) = blob.finish(Some(&digests.digest.parse()?))?;
     std::fs::create_dir_all(store.layer_variants_dir())?;
     crate::sys::write_atomic(&memo, |f| writeln!(f, "{d} {size}"))
         .with_context(|| format!("writing {}", memo.display()))?;

@@ -166,7 +166,8 @@ fn copy_blob(
     w: &mut dyn FnMut(&mut dyn Read) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut hr = HashingReader::new(src.open_blob(digest)?.take(size));
-    w(&mut hr)?;
+    // Read in 1 MiB pieces (a layer is copied through a tar writer, which asks for 8 KiB).
+    w(&mut io::BufReader::with_capacity(1 << 20, &mut hr))?;
     let (got, n) = hr.finish();
     if n != size {
         return Err(invalid(format!(

@@ -18,12 +18,21 @@ const BUF_SIZE: usize = 256 * 1024;
 /// Streams a new blob into the store: write the bytes (it implements [`Write`]), then
 /// [`BlobWriter::finish`]. The data lives in a locked temp file in `root/tmp` until it is
 /// verified and renamed into place; dropping the writer unfinished removes the temp file.
+/// Writes reach the file in whole [`WRITE_CHUNK`]s: a small write into a fresh page costs the
+/// kernel a zeroing of the rest of it, and a layer tar is written in 512-byte headers and
+/// 8 KiB pieces.
 pub struct BlobWriter {
     tmp: TempFile,
-    hasher: sha2::Sha256,
+    /// None for a writer whose caller hashes the very same bytes
+    /// ([`Store::blob_writer_unhashed`]): its digest is the caller's.
+    hasher: Option<sha2::Sha256>,
     size: u64,
     blobs_dir: PathBuf,
+    buf: Vec<u8>,
 }
+
+/// The size of the writes a [`BlobWriter`] makes.
+const WRITE_CHUNK: usize = 1 << 20;
 
 impl BlobWriter {
     /// Bytes written so far.
@@ -31,11 +40,29 @@ impl BlobWriter {
         self.size
     }
 
-    /// Verifies the content against `expected` (if given), then fsyncs and atomically renames
-    /// it to its final name. On a mismatch the temp file is removed and nothing is stored.
-    /// Returns the content's digest and size.
-    pub fn finish(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
-        let actual = Digest::from_sha256(self.hasher.finalize_reset().into());
+    /// Writes out what is buffered.
+    fn drain(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            self.tmp.file().write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// The digest of what was written: hashed, and checked against `expected` when given; of
+    /// an unhashed writer, `expected` itself (which it must be given).
+    fn settle(&mut self, expected: Option<&Digest>) -> Result<Digest> {
+        let path = self.tmp.path().to_path_buf();
+        self.drain().map_err(StoreError::io("write", path.clone()))?;
+        let actual = match self.hasher.take() {
+            Some(h) => Digest::from_sha256(h.finalize().into()),
+            None => {
+                return expected.copied().ok_or_else(|| StoreError::Corrupt {
+                    path,
+                    reason: "a blob written unhashed was finished without its digest".into(),
+                });
+            }
+        };
         if let Some(expected) = expected
             && *expected != actual
         {
@@ -44,6 +71,14 @@ impl BlobWriter {
                 actual,
             });
         }
+        Ok(actual)
+    }
+
+    /// Verifies the content against `expected` (if given), then fsyncs and atomically renames
+    /// it to its final name. On a mismatch the temp file is removed and nothing is stored.
+    /// Returns the content's digest and size.
+    pub fn finish(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let actual = self.settle(expected)?;
         // Renaming over an existing blob is fine: same content, and it repairs a damaged copy.
         self.tmp.publish(&self.blobs_dir.join(actual.hex()))?;
         Ok((actual, self.size))
@@ -54,15 +89,7 @@ impl BlobWriter {
     /// durable record names it ([`Store::put_cache_synced`] does). A build step's layer takes
     /// this path: one syncfs per step instead of an fsync per file.
     pub fn finish_unsynced(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
-        let actual = Digest::from_sha256(self.hasher.finalize_reset().into());
-        if let Some(expected) = expected
-            && *expected != actual
-        {
-            return Err(StoreError::DigestMismatch {
-                expected: *expected,
-                actual,
-            });
-        }
+        let actual = self.settle(expected)?;
         self.tmp
             .rename_unsynced(&self.blobs_dir.join(actual.hex()))?;
         Ok((actual, self.size))
@@ -71,13 +98,20 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.tmp.file().write(buf)?;
-        self.hasher.update(&buf[..n]);
+        let n = buf.len().min(WRITE_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.size += n as u64;
+        if self.buf.len() == WRITE_CHUNK {
+            self.drain()?;
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
         self.tmp.file().flush()
     }
 }
@@ -85,11 +119,23 @@ impl Write for BlobWriter {
 impl Store {
     /// Starts writing a new blob; see [`BlobWriter`].
     pub fn blob_writer(&self) -> Result<BlobWriter> {
+        self.new_blob_writer(Some(sha2::Sha256::new()))
+    }
+
+    /// A [`BlobWriter`] that does not hash, for a caller that hashes exactly the bytes it
+    /// writes (an uncompressed layer: its diff_id is its digest) and finishes it with that
+    /// digest.
+    pub fn blob_writer_unhashed(&self) -> Result<BlobWriter> {
+        self.new_blob_writer(None)
+    }
+
+    fn new_blob_writer(&self, hasher: Option<sha2::Sha256>) -> Result<BlobWriter> {
         Ok(BlobWriter {
             tmp: TempFile::new_in(&self.tmp_dir())?,
-            hasher: sha2::Sha256::new(),
+            hasher,
             size: 0,
             blobs_dir: self.blobs_dir(),
+            buf: Vec::with_capacity(WRITE_CHUNK),
         })
     }
 
