@@ -211,7 +211,10 @@ fn zstd_compression_writes_zstd_layers_that_tools_read() {
     let layers = stored["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3, "{stored}");
     for (i, l) in layers.iter().enumerate().skip(1) {
-        assert_eq!(l["mediaType"], "application/vnd.oci.image.layer.v1.tar", "{stored}");
+        assert_eq!(
+            l["mediaType"], "application/vnd.oci.image.layer.v1.tar",
+            "{stored}"
+        );
         assert_eq!(l["digest"], config["rootfs"]["diff_ids"][i], "{stored}");
         let bytes = std::fs::read(blob_path(l["digest"].as_str().unwrap())).unwrap();
         assert_eq!(bytes.len() as u64, l["size"].as_u64().unwrap());
@@ -231,7 +234,10 @@ fn zstd_compression_writes_zstd_layers_that_tools_read() {
     ]);
     assert!(log.contains("(0 steps ran"), "{log}");
     let types = layer_media_types(&oci_z);
-    assert!(types[1..].iter().all(|t| t.ends_with("tar+zstd")), "{types:?}");
+    assert!(
+        types[1..].iter().all(|t| t.ends_with("tar+zstd")),
+        "{types:?}"
+    );
     let oci_gz = out.path().join("oci-gz");
     let gz_export = |dest: &Path| {
         let log = wb.build(&[
@@ -244,10 +250,16 @@ fn zstd_compression_writes_zstd_layers_that_tools_read() {
     };
     gz_export(&oci_gz);
     let types = layer_media_types(&oci_gz);
-    assert!(types[1..].iter().all(|t| t.ends_with("tar+gzip")), "{types:?}");
+    assert!(
+        types[1..].iter().all(|t| t.ends_with("tar+gzip")),
+        "{types:?}"
+    );
     let oci_gz2 = out.path().join("oci-gz2");
     gz_export(&oci_gz2);
     assert_eq!(layer_digests(&oci_gz), layer_digests(&oci_gz2));
+    // The memo of compressed layers is part of a sound store.
+    let report = wb.ok(&["check"]);
+    assert!(report.contains("the store is sound"), "{report}");
 
     // Steps that run in a build exporting zstd write their layers as zstd at once.
     let oci = out.path().join("oci");

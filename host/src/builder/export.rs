@@ -72,8 +72,7 @@ impl Builder<'_> {
         &self,
         digest: &Digest,
     ) -> anyhow::Result<crate::image::compressed::Exported> {
-        let e = crate::image::compressed::for_export(self.store, digest, self.opts.compression)?;
-        Ok(e)
+        crate::image::compressed::for_export(self.store, digest, self.opts.compression)
     }
 
     pub(super) fn export(

@@ -215,10 +215,12 @@ pub fn check(store: &Store) -> anyhow::Result<Report> {
     let cache_dir = store.cache_dir();
     let memos = store.context_memo_dir();
     let frontends = store.frontend_cache_dir();
+    let variants = store.layer_variants_dir();
     report.problems.extend(strays(&cache_dir, |name, is_file| {
         // `context-hashes.json`: the single memo file of earlier versions, no longer read.
         (is_file && (Digest::from_hex(name).is_ok() || name == "context-hashes.json"))
-            || (!is_file && (frontends.ends_with(name) || memos.ends_with(name)))
+            || (!is_file
+                && (frontends.ends_with(name) || memos.ends_with(name) || variants.ends_with(name)))
             || is_memo_temp(name)
     })?);
 

@@ -53,7 +53,8 @@ impl BlobWriter {
     /// an unhashed writer, `expected` itself (which it must be given).
     fn settle(&mut self, expected: Option<&Digest>) -> Result<Digest> {
         let path = self.tmp.path().to_path_buf();
-        self.drain().map_err(StoreError::io("write", path.clone()))?;
+        self.drain()
+            .map_err(StoreError::io("write", path.clone()))?;
         let actual = match self.hasher.take() {
             Some(h) => Digest::from_sha256(h.finalize().into()),
             None => {
