@@ -207,7 +207,9 @@ fn rootless_builds_give_the_images_root_builds_give() {
         ],
     );
     assert!(log.contains("(0 steps ran"), "{log}");
-    assert_eq!(digests(&cached_meta), digests(&root_meta), "{log}");
+    // The same image (config digest); its manifest here is the one that left the store
+    // compressed (`-o type=docker`), root's the one the store kept with plain-tar layers.
+    assert_eq!(digests(&cached_meta).1, digests(&root_meta).1, "{log}");
     assert!(tar_listing(&docker_tar).contains("manifest.json"));
 
     // cgroup limits cannot be honoured rootless: refused before anything runs.
@@ -359,13 +361,24 @@ fn rootless_pulls_from_and_pushes_to_a_registry() {
         ],
     );
     assert_eq!(digests(&user_meta), digests(&root_meta));
-    wd.user_ok(&user, &["push", &name]);
+    // `push` prints the pinned name of what it pushed (the image compressed on the way out).
+    let pushed = wd.user_ok(&user, &["push", &name]);
+    let manifest = pushed
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .rsplit_once('@')
+        .unwrap_or_else(|| panic!("{pushed}"))
+        .1
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
 
-    // What the user pushed is what root built: root pulls it and finds the same manifest.
+    // What the user pushed is what root pulls: the same manifest.
     let fresh = tempfile::tempdir().unwrap();
     wd.root_ok(fresh.path(), &["pull", &name]);
     let images = wd.root_ok(fresh.path(), &["images"]);
-    let manifest = digests(&root_meta).0;
     assert!(
         images.contains(&manifest[..19]),
         "{manifest} not in\n{images}"
