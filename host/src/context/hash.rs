@@ -141,42 +141,9 @@ impl HashMemo {
         let threads = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(HASH_THREADS);
-        let results: Vec<Result<Hashed>> = if threads < 2 || rels.len() < 2 {
-            rels.iter()
-                .map(|(rel, seen)| self.hash_one(root, rel, seen))
-                .collect()
-        } else {
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let this = &*self;
-            let mut slots: Vec<Option<Result<Hashed>>> = std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..threads.min(rels.len()))
-                    .map(|_| {
-                        scope.spawn(|| {
-                            let mut done = Vec::new();
-                            loop {
-                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                let Some((rel, seen)) = rels.get(i) else {
-                                    break;
-                                };
-                                done.push((i, this.hash_one(root, rel, seen)));
-                            }
-                            done
-                        })
-                    })
-                    .collect();
-                let mut slots: Vec<Option<Result<Hashed>>> = rels.iter().map(|_| None).collect();
-                for w in workers {
-                    for (i, r) in w.join().expect("a hashing thread does not panic") {
-                        slots[i] = Some(r);
-                    }
-                }
-                slots
-            });
-            slots
-                .iter_mut()
-                .map(|s| s.take().expect("every file was hashed"))
-                .collect()
-        };
+        let this = &*self;
+        let results: Vec<Result<Hashed>> =
+            super::parallel::map(rels, threads, |(rel, seen)| this.hash_one(root, rel, seen));
         let mut out = Vec::with_capacity(rels.len());
         for r in results {
             match r? {

@@ -9,6 +9,7 @@
 mod globstar;
 mod hash;
 mod ignore;
+mod parallel;
 mod pattern;
 mod resolve;
 #[cfg(test)]

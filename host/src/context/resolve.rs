@@ -265,35 +265,13 @@ fn walk_subtrees(
     dirs: &[(&str, &str)],
     threads: usize,
 ) -> Result<Vec<Vec<Entry>>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut slots: Vec<Option<Result<Vec<Entry>>>> = (0..dirs.len()).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads.min(dirs.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((phys, rel)) = dirs.get(i) else {
-                            return done;
-                        };
-                        let mut v = Vec::new();
-                        done.push((i, walk_in(root, f, phys, rel, &mut v, 1).map(|()| v)));
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            for (i, r) in w.join().expect("a walking thread does not panic") {
-                slots[i] = Some(r);
-            }
-        }
-    });
-    // Every index was taken by a thread; the first error in order is the one reported.
-    slots
-        .into_iter()
-        .map(|s| s.expect("every directory is walked"))
-        .collect()
+    super::parallel::map(dirs, threads, |(phys, rel)| {
+        let mut v = Vec::new();
+        walk_in(root, f, phys, rel, &mut v, 1).map(|()| v)
+    })
+    // The first error in order is the one reported.
+    .into_iter()
+    .collect()
 }
 
 /// Whether physical path `phys` is visible through the ignore rules: not excluded, or an
