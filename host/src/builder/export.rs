@@ -151,7 +151,7 @@ impl Builder<'_> {
                     ..Default::default()
                 };
                 crate::sys::write_atomic(p, |f| {
-                    let mut w = std::io::BufWriter::new(f);
+                    let mut w = crate::sys::DirectWriter::new(f);
                     snapshot::diff_upper(&root, &mut w, &opts).map_err(std::io::Error::other)?;
                     w.flush()
                 })

@@ -341,7 +341,7 @@ fn write_tar(
         return Ok(std::io::Write::flush(&mut w)?);
     }
     crate::sys::write_atomic(dest, |f| {
-        let mut w = std::io::BufWriter::new(f);
+        let mut w = crate::sys::DirectWriter::new(f);
         crate::snapshot::diff_trees(&trees, &mut w, &diff).map_err(std::io::Error::other)?;
         std::io::Write::flush(&mut w)
     })

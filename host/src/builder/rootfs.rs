@@ -67,7 +67,7 @@ impl Builder<'_> {
             let dir = stacks
                 .layer(&l.diff_id, || {
                     let d: Digest = l.digest.parse()?;
-                    Ok(Box::new(BufReader::new(self.store.open_blob(&d)?)))
+                    Ok(Box::new(BufReader::new(self.store.stream_blob(&d)?)))
                 })
                 .with_context(|| format!("unpacking layer {}", l.digest))?;
             lowers.push(dir);
@@ -106,7 +106,7 @@ impl Builder<'_> {
         };
         for l in &state.layers[first..] {
             let d: Digest = l.digest.parse()?;
-            let blob = BufReader::new(self.store.open_blob(&d)?);
+            let blob = BufReader::new(self.store.stream_blob(&d)?);
             snapshot::apply_layer(snapshot::decompress(blob)?, tmp.path())
                 .with_context(|| format!("unpacking layer {}", l.digest))?;
         }

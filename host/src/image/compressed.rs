@@ -86,7 +86,7 @@ pub fn compressed_layer(
     }
     let _span = crate::progress::profile::span("export: compress layer");
     let src = store
-        .open_blob(tar)
+        .stream_blob(tar)
         .with_context(|| format!("layer {tar} is not in the store; `wbuild check` finds why"))?;
     // The LayerWriter hashes what it writes (the blob digest): the blob writer need not.
     let mut w = LayerWriter::new(store.blob_writer_unhashed()?, c)?;

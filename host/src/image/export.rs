@@ -230,7 +230,7 @@ fn export_tar(
 ) -> io::Result<()> {
     let items = plan(src, manifest_digest, opts, docker)?;
     write_atomic(dest, |f| {
-        let mut w = io::BufWriter::with_capacity(1 << 20, f);
+        let mut w = crate::sys::DirectWriter::new(f);
         write_tar(src, &items, opts.mtime, &mut w)?;
         w.flush()
     })

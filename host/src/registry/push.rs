@@ -43,7 +43,7 @@ fn blob_stream(
 ) -> anyhow::Result<
     impl futures_util::Stream<Item = Result<bytes::Bytes, OciDistributionError>> + Send + 'static,
 > {
-    let file = store.open_blob(d)?;
+    let file = store.stream_blob(d)?;
     Ok(futures_util::stream::unfold(
         Some(file),
         |state| async move {

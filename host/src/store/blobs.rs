@@ -12,15 +12,17 @@ use super::Store;
 use super::digest::Digest;
 use super::error::{Result, StoreError};
 use super::fsutil::{self, TempFile};
+use crate::sys::DirectChunks;
 
 const BUF_SIZE: usize = 256 * 1024;
 
 /// Streams a new blob into the store: write the bytes (it implements [`Write`]), then
 /// [`BlobWriter::finish`]. The data lives in a locked temp file in `root/tmp` until it is
 /// verified and renamed into place; dropping the writer unfinished removes the temp file.
-/// Writes reach the file in whole [`WRITE_CHUNK`]s: a small write into a fresh page costs the
-/// kernel a zeroing of the rest of it, and a layer tar is written in 512-byte headers and
-/// 8 KiB pieces.
+/// Writes reach the file in whole 1 MiB chunks, each written directly (`O_DIRECT`) where the
+/// filesystem allows it (see [`crate::sys::DirectChunks`]): a layer tar is written in 512-byte
+/// headers and 8 KiB pieces, and a blob is read again only to be exported, so it need not pass
+/// through the page cache.
 pub struct BlobWriter {
     tmp: TempFile,
     /// None for a writer whose caller hashes the very same bytes
@@ -28,11 +30,8 @@ pub struct BlobWriter {
     hasher: Option<sha2::Sha256>,
     size: u64,
     blobs_dir: PathBuf,
-    buf: Vec<u8>,
+    chunks: DirectChunks,
 }
-
-/// The size of the writes a [`BlobWriter`] makes.
-const WRITE_CHUNK: usize = 1 << 20;
 
 impl BlobWriter {
     /// Bytes written so far.
@@ -42,11 +41,7 @@ impl BlobWriter {
 
     /// Writes out what is buffered.
     fn drain(&mut self) -> io::Result<()> {
-        if !self.buf.is_empty() {
-            self.tmp.file().write_all(&self.buf)?;
-            self.buf.clear();
-        }
-        Ok(())
+        self.chunks.drain(self.tmp.file())
     }
 
     /// The digest of what was written: hashed, and checked against `expected` when given; of
@@ -99,13 +94,12 @@ impl BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(WRITE_CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&buf[..n]);
+        let n = self.chunks.fill(buf);
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
         }
         self.size += n as u64;
-        if self.buf.len() == WRITE_CHUNK {
+        if self.chunks.is_full() {
             self.drain()?;
         }
         Ok(n)
@@ -136,7 +130,7 @@ impl Store {
             hasher,
             size: 0,
             blobs_dir: self.blobs_dir(),
-            buf: Vec::with_capacity(WRITE_CHUNK),
+            chunks: DirectChunks::new(),
         })
     }
 
@@ -178,6 +172,14 @@ impl Store {
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         let path = self.blob_path(digest);
         File::open(&path).map_err(|e| not_found_or(e, digest, "open", path))
+    }
+
+    /// Opens the blob to be read once from start to end (an export, an upload, an unpack): a
+    /// big blob that is not in the page cache is read directly (see
+    /// [`crate::sys::open_sequential`]).
+    pub fn stream_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>> {
+        let path = self.blob_path(digest);
+        crate::sys::open_sequential(&path).map_err(|e| not_found_or(e, digest, "open", path))
     }
 
     /// The blob's size in bytes.

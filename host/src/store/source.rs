@@ -31,9 +31,8 @@ fn io_err(e: StoreError) -> io::Error {
 
 impl BlobSource for Store {
     fn open_blob(&self, d: &str) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(
-            Store::open_blob(self, &digest(d)?).map_err(io_err)?,
-        ))
+        let r: Box<dyn Read> = Store::stream_blob(self, &digest(d)?).map_err(io_err)?;
+        Ok(r)
     }
 }
 

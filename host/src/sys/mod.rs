@@ -10,6 +10,7 @@
 
 mod atomic;
 mod confined;
+mod direct;
 mod root;
 mod stat;
 
@@ -22,6 +23,7 @@ pub(crate) use atomic::{
     TMP_SUFFIX, TempFile, flock, sync_dir, sync_filesystem, write_atomic, write_atomic_in,
 };
 pub(crate) use confined::read_in_root as read_confined;
+pub(crate) use direct::{DirectChunks, DirectWriter, open_sequential};
 pub(crate) use root::{Missing, resolve_in_root};
 pub(crate) use stat::FileStat;
 #[cfg(test)]
