@@ -120,7 +120,9 @@ pub fn load(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(16);
     let body = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     std::thread::scope(|s| -> anyhow::Result<Loaded> {
+        let _request = crate::progress::profile::span("load: request");
         let writer = s.spawn(move || {
+            let _send = crate::progress::profile::span("load: send archive");
             let mut w = ChannelWriter(tx.clone());
             let r = export_tar_to(src, manifest_digest, opts, true, &mut w);
             if let Err(e) = &r {
