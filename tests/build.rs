@@ -145,15 +145,10 @@ fn whiteouts_delete_base_files_and_config_is_kept() {
     assert_eq!(read(&fs.join("g")), "hi\n");
     assert!(fs.join("srv/app").is_dir(), "WORKDIR creates its directory");
     if common::have_tool("skopeo") {
-        let out = std::process::Command::new("skopeo")
-            .args(["inspect", "--config"])
-            .arg(format!("oci-archive:{}", oci.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::run_ok(
+            std::process::Command::new("skopeo")
+                .args(["inspect", "--config"])
+                .arg(format!("oci-archive:{}", oci.display())),
         );
         let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/g"]));
@@ -218,17 +213,7 @@ fn source_date_epoch_gives_the_same_image_cached_or_not() {
         let mut args = vec!["build", "--iidfile", f];
         args.extend_from_slice(extra);
         args.push(c);
-        let out = wb
-            .cmd()
-            .args(&args)
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_ok(wb.cmd().args(&args).env("SOURCE_DATE_EPOCH", "1700000000"));
         read(&file)
     };
     let first = iid(&[]);
@@ -738,17 +723,12 @@ fn the_same_layer_twice_in_a_stack() {
     let out = tempfile::tempdir().unwrap();
     let dest = format!("type=local,dest={}", out.path().display());
     // Fixed file times make the identical diffs identical layers.
-    let run = wb
-        .cmd()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args(["build", "-o", &dest, ctx.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::run_ok(wb.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args([
+        "build",
+        "-o",
+        &dest,
+        ctx.path().to_str().unwrap(),
+    ]));
     assert_eq!(read(&out.path().join("seen-after-twice")), "x\n");
     assert_eq!(read(&out.path().join("seen-after-apart")), "x\ny\n");
 }

@@ -421,28 +421,18 @@ fn source_date_epoch_gives_the_same_index_twice() {
         let wb = Wbuild::new();
         let meta = dir.path().join(format!("m{i}.json"));
         let tar = dir.path().join(format!("o{i}.tar"));
-        let out = wb
-            .cmd()
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .args([
-                "build",
-                "--platform",
-                "linux/amd64,linux/arm64",
-                "--provenance",
-                "mode=max",
-                "--metadata-file",
-                meta.to_str().unwrap(),
-                "-o",
-                &format!("type=oci,dest={}", tar.display()),
-                ctx.path().to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_ok(wb.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args([
+            "build",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--provenance",
+            "mode=max",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            "-o",
+            &format!("type=oci,dest={}", tar.display()),
+            ctx.path().to_str().unwrap(),
+        ]));
         let m: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
         digests.push(m["containerimage.digest"].as_str().unwrap().to_string());
         tars.push(std::fs::read(&tar).unwrap());

@@ -390,17 +390,12 @@ fn a_missing_helper_fails_before_the_first_run() {
     assert!(!err.contains("echo first"), "a step ran:\n{err}");
     // Without a default-network RUN the helper is not needed.
     let none = common::context("FROM busybox\nRUN echo only\n");
-    let out = wb
-        .cmd()
-        .env("PATH", bin.path())
-        .args(["build", "--network", "none", none.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(wb.cmd().env("PATH", bin.path()).args([
+        "build",
+        "--network",
+        "none",
+        none.path().to_str().unwrap(),
+    ]));
 }
 
 /// Kills the child on drop (a failed assertion must not leave a build running).

@@ -474,16 +474,7 @@ fn outputs_to_standard_output_and_the_dir_shorthand() {
     assert!(names.iter().any(|n| n == "f"), "{names:?}");
     assert!(names.iter().any(|n| n == "bin/sh"), "{names:?}");
 
-    let out = wb
-        .cmd()
-        .args(["build", "-o", "type=oci,dest=-", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_ok(wb.cmd().args(["build", "-o", "type=oci,dest=-", path]));
     let names = tar_names(&out.stdout);
     assert!(names.iter().any(|n| n == "index.json"), "{names:?}");
     assert!(names.iter().any(|n| n == "oci-layout"), "{names:?}");
@@ -535,24 +526,14 @@ fn load_into_docker_through_its_api_and_through_a_pipe() {
     let docker = Dockerd::start();
 
     // A fixed SOURCE_DATE_EPOCH makes the two builds of one Dockerfile the same image.
-    let piped = wb
-        .cmd()
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .args([
-            "build",
-            "-t",
-            "wbuild-test/piped:1",
-            "-o",
-            "type=docker,dest=-",
-            path,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        piped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&piped.stderr)
-    );
+    let piped = common::run_ok(wb.cmd().env("SOURCE_DATE_EPOCH", "1700000000").args([
+        "build",
+        "-t",
+        "wbuild-test/piped:1",
+        "-o",
+        "type=docker,dest=-",
+        path,
+    ]));
     let mut load = std::process::Command::new("/usr/bin/docker")
         .args(["-H", &docker.host(), "load"])
         .stdin(std::process::Stdio::piped())

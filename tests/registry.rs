@@ -198,15 +198,11 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
         .next()
         .unwrap()
         .to_string();
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &format!("docker://{app}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{app}"),
+    ]));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         info["Digest"],
@@ -215,20 +211,12 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
     );
     assert_eq!(info["Labels"]["x"], "y");
     let copy = tempfile::tempdir().unwrap();
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--src-tls-verify=false",
-            &format!("docker://{app}"),
-            &format!("oci:{}:app", copy.path().display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{app}"),
+        &format!("oci:{}:app", copy.path().display()),
+    ]));
 
     // Pushing again uploads nothing; another repository of the same registry mounts the blobs.
     let again = wb.run(&["push", &app]);
@@ -258,19 +246,11 @@ fn push_is_valid_for_skopeo_and_skips_what_the_registry_has() {
         mounted >= 2 && uploaded + mounted == 3,
         "no cross-repository mount: {log}"
     );
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{other}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{other}"),
+    ]));
 }
 
 /// A name no earlier call of this process returned.
@@ -721,16 +701,11 @@ fn docker_v2_images_are_pulled_and_built_on() {
     };
     // skopeo converts the OCI image to Docker's schema 2 media types on the way in.
     let base = reg.name("docker/bb:1");
-    let out = Command::new("skopeo")
-        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
-        .arg(format!("oci-archive:{}:bb", tar.display()))
-        .arg(format!("docker://{base}"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}:bb", tar.display()))
+            .arg(format!("docker://{base}")),
     );
     let wb = Wbuild::new();
     let pinned = wb.ok(&["pull", &base]);
@@ -769,15 +744,11 @@ fn docker_v2_images_are_pulled_and_built_on() {
             "{manifest}"
         );
     }
-    let out = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &format!("docker://{app}")])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{app}"),
+    ]));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Digest"], built.as_str());
 }

@@ -7,6 +7,21 @@ pub mod registry;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs `cmd` and requires success; a failure shows the command, its exit status and its
+/// stderr. Returns the output, for the caller to read stdout.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The repository's top directory.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -115,16 +130,7 @@ pub fn skip(reason: &str) {
 }
 
 fn sh(script: &str, dir: &Path) {
-    let out = Command::new("sh")
-        .args(["-ec", script])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{script}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("sh").args(["-ec", script]).current_dir(dir));
 }
 
 /// A small busybox base image as an OCI layout tar, made with umoci from Debian's
