@@ -275,6 +275,12 @@ impl Read for DirectReader {
 mod tests {
     use super::*;
 
+    fn is_direct(file: &File) -> bool {
+        // SAFETY: fcntl on a valid descriptor.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        flags & libc::O_DIRECT != 0
+    }
+
     /// Bytes that differ at every offset, so a misplaced chunk shows.
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 4093) as u8).collect()
@@ -299,6 +305,20 @@ mod tests {
         w.flush().unwrap();
         drop(file);
         assert_eq!(std::fs::read(&path).unwrap(), data);
+
+        // Where the filesystem takes O_DIRECT, a full chunk at an aligned offset is written with
+        // it (the descriptor's flags say so), and the tail turns it off again.
+        let probe = dir.path().join("probe");
+        File::create(&probe).unwrap();
+        if set_direct(&File::open(&probe).unwrap(), true).is_ok() {
+            let file = File::create(dir.path().join("g")).unwrap();
+            let mut w = DirectWriter::new(&file);
+            w.write_all(&data[..CHUNK]).unwrap();
+            assert!(is_direct(&file), "a full chunk was not written directly");
+            w.write_all(&data[..10]).unwrap();
+            w.flush().unwrap();
+            assert!(!is_direct(&file), "the tail went direct");
+        }
 
         // Bigger than the direct-read floor, and not cached: drop it from the page cache first.
         let big = pattern(DIRECT_READ_MIN as usize + 4097);
