@@ -2,7 +2,8 @@
 //! path resolver ([`resolve_in_root`]), race-free confined reads by descriptor
 //! ([`read_confined`], for `read-context-file`), C strings of paths ([`cstr`]), no-follow timestamps
 //! ([`set_times`]), in-root opens ([`openat2_in_root`]), atomic file writes
-//! ([`write_atomic`], [`TempFile`]) and the stat identity of a file for digest memos
+//! ([`write_atomic`], [`TempFile`]), direct I/O for big sequential files ([`DirectWriter`],
+//! [`DirectChunks`], [`open_sequential`]) and the stat identity of a file for digest memos
 //! ([`FileStat`]).
 //!
 //! Nothing here knows about images, layers or the store's layout; the store, the snapshotter,
