@@ -21,8 +21,8 @@ const BUF_SIZE: usize = 256 * 1024;
 /// verified and renamed into place; dropping the writer unfinished removes the temp file.
 /// Writes reach the file in whole 1 MiB chunks, each written directly (`O_DIRECT`) where the
 /// filesystem allows it (see [`crate::sys::DirectChunks`]): a layer tar is written in 512-byte
-/// headers and 8 KiB pieces, and a blob is read again only to be exported, so it need not pass
-/// through the page cache.
+/// headers and 8 KiB pieces, and a big blob is read again only once at a time (to be exported,
+/// uploaded or unpacked), so it need not pass through the page cache.
 pub struct BlobWriter {
     tmp: TempFile,
     /// None for a writer whose caller hashes the very same bytes
